@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test suite, set-up included (README Quick start; .ci/run calls exactly this):
+#   bash launch/test.sh [extra pytest args]
+# Installs what is missing (launch/setup.sh), then lint, format check, type check and pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/launch/setup.sh"
+cd "$ROOT"
+BIN="$ROOT/.venv/bin"
+echo "[test] ruff check";        "$BIN/ruff" check .
+echo "[test] ruff format";       "$BIN/ruff" format --check .
+echo "[test] mypy";              "$BIN/mypy"
+echo "[test] pytest";            "$BIN/python" -m pytest "$@"
