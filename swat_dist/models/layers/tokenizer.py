@@ -1,0 +1,90 @@
+"""Tokenizers: SWAT's structure-aware tokenizer and the baseline patchify used by ablations.
+
+Both map images (B, 3, H, W) to tokens (B, N, C) and return the token grid (Hg, Wg), so every model
+family derives its grid from the input instead of assuming 224 px.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import trunc_normal_
+from torch import Tensor, nn
+
+from .structure import tokens_from_map
+
+
+def check_input_size(height: int, width: int, multiple: int, what: str) -> None:
+    """Fail before any compute when an input side is not a multiple of what the model needs."""
+    if height % multiple or width % multiple:
+        raise ValueError(f"input {height}x{width} is not valid: {what} needs each side to be a multiple of {multiple}")
+
+
+class StructureAwareTokenizer(nn.Module):
+    """Tokenize at the sub-token stride, then regroup each alpha x alpha block into one token (SWAT_SPEC 2).
+
+    conv1 (3->m, stride 2) [+ tiled within-patch position embedding P] -> GELU [-> LN(m)]
+    -> conv2 (m->c) -> regroup to (B, N, c*alpha*alpha) in (c, h, w) order [-> LN(C)].
+
+    The token count and width equal those of a p x p patchify with p = patch_size, so the cost of
+    every later block is unchanged; what changes is that channels keep the patch's layout.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        alpha: int,
+        stem_dim: int = 128,
+        conv1: tuple[int, int, int] = (2, 2, 0),
+        conv2: tuple[int, int] = (1, 1),
+        in_chans: int = 3,
+        patch_pos_embed: bool = False,
+        stem_norm: bool = False,
+        token_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if embed_dim % (alpha * alpha):
+            raise ValueError(f"embed_dim {embed_dim} must be divisible by alpha^2 = {alpha * alpha}")
+        k1, s1, p1 = conv1
+        k2, s2 = conv2
+        self.alpha = alpha
+        self.segments = embed_dim // (alpha * alpha)
+        self.stem_stride = s1
+        self.patch_size = s1 * s2 * alpha
+        self.conv1 = nn.Conv2d(in_chans, stem_dim, k1, stride=s1, padding=p1)
+        # P: one learnable code per position inside a patch, shared by every patch (ViT only).
+        tile = self.patch_size // s1
+        self.patch_pos_embed = nn.Parameter(torch.zeros(1, stem_dim, tile, tile)) if patch_pos_embed else None
+        if self.patch_pos_embed is not None:
+            trunc_normal_(self.patch_pos_embed, std=0.02)
+        self.act = nn.GELU()
+        self.stem_norm = nn.LayerNorm(stem_dim) if stem_norm else nn.Identity()
+        self.conv2 = nn.Conv2d(stem_dim, self.segments, k2, stride=s2)
+        self.norm = nn.LayerNorm(embed_dim) if token_norm else nn.Identity()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        check_input_size(x.shape[-2], x.shape[-1], self.patch_size, "the structure-aware tokenizer")
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        y = self.conv1(x)
+        if self.patch_pos_embed is not None:
+            y = y + self.patch_pos_embed.repeat(1, 1, grid[0], grid[1])
+        y = self.act(y)
+        if not isinstance(self.stem_norm, nn.Identity):
+            y = self.stem_norm(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        y = self.conv2(y)
+        return self.norm(tokens_from_map(y, self.alpha)), grid
+
+
+class PatchTokenizer(nn.Module):
+    """Baseline p x p patchify (one strided conv), for the 'structure-aware mixing only' ablation."""
+
+    def __init__(self, embed_dim: int, patch_size: int, in_chans: int = 3, token_norm: bool = False) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim) if token_norm else nn.Identity()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        check_input_size(x.shape[-2], x.shape[-1], self.patch_size, "the patch tokenizer")
+        y = self.proj(x)
+        grid = (y.shape[-2], y.shape[-1])
+        return self.norm(y.flatten(2).transpose(1, 2)), grid
