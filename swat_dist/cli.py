@@ -1,0 +1,36 @@
+"""The ``swat-dist`` command: parse, dispatch, and turn user errors into one line (no traceback).
+
+Each sub-command imports what it needs when it runs, so ``swat-dist --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .models.table import render, rows
+
+    print(render(rows(args.pattern, flops=args.flops)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swat-dist", description="Distributed pretraining of SWAT vision models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    models = sub.add_parser("models", help="SWAT models beside their baselines: params, GFLOPs, deltas")
+    models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'swat_deit*'")
+    models.add_argument("--flops", action="store_true", help="also count fvcore GFLOPs (about 1 s per model)")
+    models.set_defaults(func=_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+        print(f"swat-dist {args.command}: error: {err}", file=sys.stderr)
+        return 2
