@@ -9,6 +9,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .data.commands import add_data_parser
+
 
 def _models(args: argparse.Namespace) -> int:
     from .models.table import render, rows
@@ -24,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'swat_deit*'")
     models.add_argument("--flops", action="store_true", help="also count fvcore GFLOPs (about 1 s per model)")
     models.set_defaults(func=_models)
+    add_data_parser(sub)
     return parser
 
 
@@ -32,5 +35,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
-        print(f"swat-dist {args.command}: error: {err}", file=sys.stderr)
+        what = " ".join(filter(None, [args.command, getattr(args, "data_command", None)]))
+        print(f"swat-dist {what}: error: {err}", file=sys.stderr)
         return 2

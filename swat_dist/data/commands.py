@@ -1,0 +1,110 @@
+"""``swat-dist data ...``: convert, verify, plan, and the datasets we ship (digits, synthetic).
+
+Parsing only; the work lives in the modules named by each handler, imported when the command runs.
+User errors are ``ValueError``s with one-line messages; ``cli.main`` prints them without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import ConvertOptions, convert
+
+    opts = ConvertOptions(
+        fmt=args.format,
+        workers=args.workers,
+        shard_bytes=int(args.shard_size_mb * 2**20),
+        max_resolution=args.max_resolution,
+        jpeg_quality=args.jpeg_quality,
+        compress_probability=args.compress_probability,
+        strict=args.strict,
+        overwrite=args.overwrite,
+    )
+    return convert(args.src, args.dst, opts)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    return verify(args.dst, workers=args.workers)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .index import read_index
+    from .plan import check_layout
+
+    index = read_index(args.dst)
+    split = {name: info.samples for name, info in index.splits.items()}
+    r = check_layout(split.get("train", 0), split.get("val", 0), args.world_size, args.batch_size, args.workers)
+    print(
+        f"{args.dst}: {r.train_samples} train / {r.val_samples} val samples; {r.world_size} ranks x batch "
+        f"{r.batch_size} (global {r.world_size * r.batch_size}), {r.workers} loader workers per rank\n"
+        f"train: {r.train_steps} steps per epoch on every rank; {r.train_dropped} samples left out per epoch "
+        f"(a different set each epoch)\n"
+        f"val:   {r.val_steps} forward passes on every rank; samples per rank {list(r.val_per_rank)} "
+        f"(each evaluated exactly once, short ranks padded and the padding not counted)\n"
+        "order: a function of (seed, epoch) only - the same for any number of workers"
+    )
+    return 0
+
+
+def _digits(args: argparse.Namespace) -> int:
+    from .digits import write_digits
+
+    return write_digits(args.dst, size=args.size, val_fraction=args.val_fraction, seed=args.seed)
+
+
+def _synthetic(args: argparse.Namespace) -> int:
+    from .synthetic import write_synthetic
+
+    return write_synthetic(
+        args.dst, classes=args.classes, images=args.images, size=args.size, val_images=args.val_images, seed=args.seed
+    )
+
+
+def add_data_parser(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="convert, verify and plan datasets; write the shipped ones")
+    cmds = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+
+    c = cmds.add_parser("convert", help="ImageNet-style folder -> WebDataset shards or FFCV .beton files")
+    c.add_argument("src", help="folder with train/<class>/* and val/<class>/*")
+    c.add_argument("dst", help="output folder (created; index.json is written last)")
+    c.add_argument("--format", choices=["wds", "ffcv"], required=True)
+    c.add_argument("--workers", type=int, default=0, help="decode/encode processes (0 = all cores)")
+    c.add_argument("--shard-size-mb", type=float, default=256.0, help="wds: upper bound of a shard's size")
+    c.add_argument("--max-resolution", type=int, default=512, help="longer side cap, resized down if larger")
+    c.add_argument("--jpeg-quality", type=int, default=90)
+    c.add_argument("--compress-probability", type=float, default=1.0, help="ffcv: share stored as JPEG, not raw")
+    c.add_argument("--strict", action="store_true", help="any skipped file is an error (exit 1)")
+    c.add_argument("--overwrite", action="store_true", help="replace a complete dataset at DST")
+    c.set_defaults(func=_convert)
+
+    v = cmds.add_parser("verify", help="decode every record and check every count against the index")
+    v.add_argument("dst")
+    v.add_argument("--workers", type=int, default=0)
+    v.set_defaults(func=_verify)
+
+    p = cmds.add_parser("plan", help="steps per rank for a world size / batch size / workers layout")
+    p.add_argument("dst", help="a converted dataset (with index.json)")
+    p.add_argument("--world-size", type=int, required=True)
+    p.add_argument("--batch-size", type=int, required=True, help="per rank")
+    p.add_argument("--workers", type=int, default=4, help="loader workers per rank")
+    p.set_defaults(func=_plan)
+
+    d = cmds.add_parser("digits", help="scikit-learn's 1,797 handwritten digits as an ImageNet-style folder")
+    d.add_argument("dst")
+    d.add_argument("--size", type=int, default=32, help="side in pixels (upscaled from 8)")
+    d.add_argument("--val-fraction", type=float, default=0.2)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_digits)
+
+    s = cmds.add_parser("synthetic", help="random JPEGs as an ImageNet-style folder, for throughput work")
+    s.add_argument("dst")
+    s.add_argument("--classes", type=int, default=10)
+    s.add_argument("--images", type=int, default=1000, help="train images in all")
+    s.add_argument("--val-images", type=int, default=None, help="val images in all (default: images / 5)")
+    s.add_argument("--size", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_synthetic)

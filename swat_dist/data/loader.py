@@ -1,0 +1,183 @@
+"""Loaders over indexed sources: a :mod:`plan` turned into batches, with exact mid-epoch resume.
+
+A *source* is anything that can load sample ``i`` (folder images, WebDataset members by offset,
+synthetic tensors). The loaders run a torch ``DataLoader`` whose batch sampler replays the plan, so
+workers only decide who decodes a batch, never which samples it holds; augmentation randomness is
+seeded per sample from (seed, epoch, sample id), so it is the same for any worker count and after a
+resume. FFCV keeps its own compiled pipeline and uses the same plan through a traversal order.
+
+Batches are ``(images uint8 (B, 3, H, W), labels int64 (B,))``; normalisation, random erasing and mixup
+happen on the device (:mod:`swat_dist.data.transforms`), where they cost nothing next to the model.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .plan import PAD, TrainPlan, full_permutation, shard_group_permutation, val_batches
+
+Batch = tuple[Tensor, Tensor]
+
+
+class Source(Protocol):
+    """Random access to decoded, transformed samples."""
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int, train: bool) -> tuple[Tensor, int]:
+        """Sample ``index`` as (uint8 CHW image, label), augmented when ``train``."""
+        ...
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of one sample in one epoch (independent of worker and rank)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+def seed_everything(value: int) -> None:
+    """Seed the three RNGs transforms draw from (timm uses ``random``, torchvision torch, some numpy)."""
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
+
+
+class _PlannedDataset(Dataset):
+    """Map-style view whose items are whole batches: index = list of sample ids (PAD = padding)."""
+
+    def __init__(self, source: Source, train: bool, seed: int) -> None:
+        self.source, self.train, self.seed, self.epoch = source, train, seed, 0
+        self.pad_shape: tuple[int, ...] | None = None
+
+    def __getitem__(self, ids: list[int]) -> Batch:
+        images: list[Tensor | None] = []
+        labels: list[int] = []
+        for i in ids:
+            if i == PAD:
+                images.append(None)
+                labels.append(-1)
+                continue
+            if self.train:
+                seed_everything(sample_seed(self.seed, self.epoch, i))
+            img, label = self.source.load(i, self.train)
+            images.append(img)
+            labels.append(label)
+        real = next((im for im in images if im is not None), None)
+        if real is None:  # an all-padding batch: shape from the source's first sample
+            real = self.source.load(0, False)[0]
+        stacked = torch.stack([im if im is not None else torch.zeros_like(real) for im in images])
+        return stacked, torch.tensor(labels, dtype=torch.int64)
+
+    def __len__(self) -> int:  # never used for sampling: the batch sampler drives it
+        return len(self.source)
+
+
+class _BatchList(Sampler[list[int]]):
+    def __init__(self, batches: Callable[[], list[np.ndarray]]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter([b.tolist() for b in self.batches()])
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def _data_loader(dataset: _PlannedDataset, sampler: _BatchList, workers: int) -> DataLoader:
+    # batch_size=None: each dataset item is already a batch; workers > 0 keep the plan's order.
+    return DataLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=None,
+        num_workers=workers,
+        persistent_workers=False,
+        prefetch_factor=2 if workers > 0 else None,
+    )
+
+
+class TrainLoader:
+    """One rank's training batches: ``set_epoch(e)`` then iterate; ``state_dict`` resumes mid-epoch."""
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        world_size: int,
+        rank: int,
+        batch_size: int,
+        workers: int = 0,
+        seed: int = 0,
+        shard_sizes: list[int] | None = None,
+        shard_group: int = 8,
+    ) -> None:
+        self.source, self.world_size, self.rank, self.batch_size = source, world_size, rank, batch_size
+        self.seed, self.shard_sizes, self.shard_group = seed, shard_sizes, shard_group
+        self.epoch, self.step = 0, 0
+        self._dataset = _PlannedDataset(source, train=True, seed=seed)
+        self._loader = _data_loader(self._dataset, _BatchList(self._remaining), workers)
+
+    def plan(self, epoch: int | None = None) -> TrainPlan:
+        epoch = self.epoch if epoch is None else epoch
+        if self.shard_sizes is None:
+            order = full_permutation(len(self.source), self.seed, epoch)
+        else:  # sharded formats read a few shards at a time (see plan.shard_group_permutation)
+            order = shard_group_permutation(self.shard_sizes, self.seed, epoch, self.shard_group)
+        return TrainPlan(order, self.world_size, self.rank, self.batch_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.source) // (self.world_size * self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its first step (a resumed loader keeps its step for its own epoch)."""
+        if epoch != self.epoch:
+            self.epoch, self.step = epoch, 0
+
+    def _remaining(self) -> list[np.ndarray]:
+        return self.plan().batches(self.step)
+
+    def __iter__(self) -> Iterator[Batch]:
+        self._dataset.epoch = self.epoch
+        for batch in self._loader:
+            self.step += 1  # counted when handed over, so a checkpoint after this batch skips it
+            yield batch
+        self.epoch, self.step = self.epoch + 1, 0
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch - self.step
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(epoch=self.epoch, step=self.step, seed=self.seed, global_batch=self.world_size * self.batch_size)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue where ``state`` stopped; the world size may differ if the global batch is the same."""
+        if state["seed"] != self.seed:
+            raise ValueError(f"loader state has seed {state['seed']}, this loader {self.seed}: the order would change")
+        if state["global_batch"] != self.world_size * self.batch_size:
+            raise ValueError(
+                f"loader state was saved with global batch {state['global_batch']}, now "
+                f"{self.world_size * self.batch_size}: resume mid-epoch needs the same global batch "
+                "(change batch size per rank so ranks x batch stays equal, or resume at an epoch boundary)"
+            )
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+
+
+class ValLoader:
+    """One rank's validation batches: every sample exactly once across ranks; padding has label -1."""
+
+    def __init__(self, source: Source, *, world_size: int, rank: int, batch_size: int, workers: int = 0) -> None:
+        self.num_samples = len(source)
+        self._batches = val_batches(self.num_samples, world_size, rank, batch_size)
+        self._loader = _data_loader(_PlannedDataset(source, False, 0), _BatchList(lambda: self._batches), workers)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self._loader)
