@@ -7,13 +7,17 @@ model is built here. Costs a jit trace: about a second per 224 px model on CPU.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import timm
 import torch
-from fvcore.nn import FlopCountAnalysis
 from timm.layers import config as timm_layer_config
 from torch import nn
+
+with warnings.catch_warnings():  # fvcore's import calls torch.jit.script, which torch now deprecates
+    warnings.simplefilter("ignore", FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
 
 
 def count_params(model: nn.Module) -> int:
