@@ -1,0 +1,208 @@
+"""``swat-dist data verify DST``: decode every record and check every count against ``index.json``.
+
+Checked, per data file: its size and (when ``SHA256SUMS`` is present) its checksum - the only check that
+catches a flipped bit inside JPEG data, which decoders often accept silently; that it reads to the end
+(a truncated tar or .beton is reported with how far it got); per record, a label in range and an image
+that decodes fully to RGB no larger than the index's ``max_resolution``; wds: each sample has exactly a
+``.jpg`` and a ``.cls`` and keys are unique in the split. Then samples per file, per class and per split
+against the index. Prints a summary and returns 0, or prints every problem and returns 1; damage is a
+reported problem, never a traceback. Files are checked in parallel (``--workers``, 0 = all cores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from io import BytesIO
+from pathlib import Path
+
+from PIL import Image
+
+from .convert import cores, ordered_map
+from .index import DatasetIndex, ShardInfo, read_index
+
+MAX_PER_FILE = 10  # problems listed per file before "... and N more"
+BETON_CHUNK = 4096  # records per task when one .beton is checked by several workers
+
+
+@dataclass
+class Task:
+    fmt: str
+    path: Path
+    info: ShardInfo
+    classes: int
+    max_side: int
+    sha256: str | None = None  # expected; checked by the task that starts at record 0
+    start: int = 0
+    stop: int | None = None
+
+
+@dataclass
+class Checked:
+    path: str
+    samples: int = 0
+    per_class: Counter[int] = field(default_factory=Counter)
+    keys: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _image_problem(data: bytes, max_side: int) -> str | None:
+    try:
+        with Image.open(BytesIO(data)) as img:
+            img.load()
+            size, mode = img.size, img.mode
+    except Exception as err:
+        return f"image does not decode ({err.__class__.__name__}: {err})"
+    if mode != "RGB":
+        return f"image mode is {mode}, not RGB"
+    if max(size) > max_side:
+        return f"image is {size[0]}x{size[1]}, larger than max_resolution {max_side}"
+    return None
+
+
+def _file_level(task: Task, out: Checked) -> None:
+    size = task.path.stat().st_size
+    if size != task.info.bytes:
+        out.problems.append(f"{size:,} bytes, index says {task.info.bytes:,}")
+    if task.sha256 is not None:
+        sha = hashlib.sha256()
+        with open(task.path, "rb") as f:
+            while block := f.read(2**22):
+                sha.update(block)
+        if sha.hexdigest() != task.sha256:
+            out.problems.append("SHA256 differs from SHA256SUMS (the file changed after conversion)")
+
+
+def _check_wds(task: Task, out: Checked) -> None:
+    from .wds import read_shard
+
+    try:
+        for key, sample in read_shard(task.path):
+            out.keys.append(key)
+            if set(sample) != {"jpg", "cls"}:
+                out.problems.append(f"{key}: members {sorted(sample)}, expected ['cls', 'jpg']")
+                continue
+            label = int(sample["cls"]) if sample["cls"].strip().isdigit() else -1
+            _record(out, key, label, task.classes, _image_problem(sample["jpg"], task.max_side))
+    except Exception as err:  # tarfile.ReadError, EOFError, ...: report how far it got
+        out.problems.append(f"unreadable after {out.samples} samples ({err.__class__.__name__}: {err})")
+
+
+def _check_ffcv(task: Task, out: Checked) -> None:
+    from .ffcv import open_beton
+
+    try:
+        beton = open_beton(str(task.path))
+        if task.start == 0 and beton.num_samples != task.info.samples:
+            out.problems.append(f"header holds {beton.num_samples} samples, index says {task.info.samples}")
+        for r in beton.records(task.start, min(task.stop or beton.num_samples, beton.num_samples)):
+            if r.mode == "jpg":
+                problem = _image_problem(r.data, task.max_side)
+            elif r.mode == "raw":
+                problem = None if len(r.data) >= 3 * r.width * r.height else "raw pixels cut short"
+            else:
+                problem = r.mode
+            _record(out, f"sample {r.index}", r.label, task.classes, problem)
+    except Exception as err:
+        out.problems.append(f"unreadable after record {task.start + out.samples} ({err.__class__.__name__}: {err})")
+
+
+def _record(out: Checked, name: str, label: int, classes: int, problem: str | None) -> None:
+    out.samples += 1
+    if not 0 <= label < classes:
+        out.problems.append(f"{name}: label {label} outside [0, {classes})")
+    else:
+        out.per_class[label] += 1
+    if problem:
+        out.problems.append(f"{name}: {problem}")
+
+
+def check_file(task: Task) -> Checked:
+    out = Checked(task.info.path)
+    if not task.path.is_file():
+        if task.start == 0:
+            out.problems.append("missing")
+        return out
+    if task.start == 0:
+        _file_level(task, out)
+    (_check_wds if task.fmt == "wds" else _check_ffcv)(task, out)
+    return out
+
+
+def _tasks(root: Path, index: DatasetIndex, sums: dict[str, str]) -> list[tuple[str, Task]]:
+    """One task per shard; a .beton is cut into ranges of records so several workers share it."""
+    max_side = int(index.options.get("max_resolution", 2**16))
+    tasks = []
+    for split, info in index.splits.items():
+        for f in info.files:
+            task = Task(index.format, root / f.path, f, len(index.classes), max_side, sums.get(f.path))
+            if index.format == "wds":
+                tasks.append((split, task))
+            else:
+                starts = range(0, max(f.samples, 1), BETON_CHUNK)
+                tasks += [(split, replace(task, start=s, stop=s + BETON_CHUNK)) for s in starts]
+    return tasks
+
+
+def _read_sums(root: Path) -> dict[str, str]:
+    path = root / "SHA256SUMS"
+    if not path.is_file():
+        return {}
+    return {name: digest for digest, name in (line.split(maxsplit=1) for line in path.read_text().splitlines() if line)}
+
+
+def _compare(index: DatasetIndex, results: list[tuple[str, Checked]], problems: list[str]) -> None:
+    """Merge per-task results into per-file and per-split counts and hold them against the index."""
+    by_file: dict[str, Checked] = {}
+    for _, r in results:
+        merged = by_file.setdefault(r.path, Checked(r.path))
+        merged.samples += r.samples
+        merged.per_class.update(r.per_class)
+        merged.keys += r.keys
+        merged.problems += r.problems
+    for split, info in index.splits.items():
+        per_class: Counter[int] = Counter()
+        for f in info.files:
+            got = by_file[f.path]
+            if got.samples != f.samples:
+                got.problems.append(f"{got.samples} samples, index says {f.samples}")
+            per_class.update(got.per_class)
+            problems += [f"{f.path}: {p}" for p in got.problems[:MAX_PER_FILE]]
+            if len(got.problems) > MAX_PER_FILE:
+                problems.append(f"{f.path}: ... and {len(got.problems) - MAX_PER_FILE} more problems")
+        keys = Counter(k for f in info.files for k in by_file[f.path].keys)
+        dupes = [k for k, n in keys.items() if n > 1]
+        if dupes:
+            problems.append(f"{split}: {len(dupes)} keys occur more than once, e.g. {dupes[0]}")
+        counts = [per_class[c] for c in range(len(index.classes))]
+        if counts != list(info.per_class):
+            wrong = [index.classes[c] for c in range(len(counts)) if counts[c] != info.per_class[c]]
+            problems.append(f"{split}: per-class counts differ from the index in {len(wrong)} classes, e.g. {wrong[0]}")
+        if sum(info.per_class) != info.samples or sum(f.samples for f in info.files) != info.samples:
+            problems.append(f"{split}: the index's own counts disagree (samples {info.samples})")
+
+
+def verify(dst: str | Path, workers: int = 0) -> int:
+    """Check the dataset at ``dst``; print a summary (0) or every problem (1)."""
+    root = Path(dst)
+    index = read_index(root)
+    sums = _read_sums(root)
+    tasks = _tasks(root, index, sums)
+    with ordered_map(workers or cores()) as imap:
+        results = [(split, r) for (split, _), r in zip(tasks, imap(check_file, [t for _, t in tasks]))]
+    problems: list[str] = []
+    _compare(index, results, problems)
+    total = sum(s.samples for s in index.splits.values())
+    files = sum(len(s.files) for s in index.splits.values())
+    if problems:
+        print(f"{root}: {len(problems)} problems in {index.format} dataset ({total:,} samples in the index):")
+        print("\n".join(f"  {p}" for p in problems))
+        return 1
+    checksums = "checksums match" if sums else "no SHA256SUMS, checksums not checked"
+    print(
+        f"{root}: ok - {index.format}, {len(index.classes)} classes, "
+        + ", ".join(f"{s} {info.samples:,}" for s, info in index.splits.items())
+        + f" samples in {files} files; every record decodes; counts match the index; {checksums}"
+    )
+    return 0
