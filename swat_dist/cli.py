@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .config_cli import add_config_parser
 from .data.commands import add_data_parser
 
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--flops", action="store_true", help="also count fvcore GFLOPs (about 1 s per model)")
     models.set_defaults(func=_models)
     add_data_parser(sub)
+    add_config_parser(sub)
     return parser
 
 

@@ -1,0 +1,468 @@
+"""The run configuration: one typed tree, built from defaults + YAML overlays + dotted overrides.
+
+``load_config(["a.yaml", "b.yaml"], ["optim.lr=1e-3", "data.scale=[0.5,1.0]"])``:
+
+1. the defaults are the dataclass defaults below (the DeiT/Swin recipe of SWAT_SPEC 6.2);
+2. each YAML file is a short overlay, a nested mapping shaped like the tree, deep-merged in order
+   (mappings merge, anything else replaces); ``base: other.yaml`` (relative to the file, or a list)
+   inherits. A flat timm ``train.py`` file is mapped onto the tree first (:mod:`.config_timm`);
+3. dotted ``key=value`` overrides, values parsed as YAML (``x=null``, ``x=[1,2]``, ``x={a: 1}``).
+
+Every node is a frozen dataclass that coerces and checks its fields when built (:mod:`.config_types`);
+the free-form mappings in it (``model.kwargs``, ``engine.deepspeed``) are read-only too. Every error
+is a :class:`ConfigError` (a ``ValueError``) naming the key and what is allowed. No torch import: this
+runs on a login node. Quantities that combine settings with the world size (global batch, scaled lr,
+run folder) come from one place, :func:`derived`; the DeepSpeed config is generated from this tree
+(:mod:`.train.ds_config`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import string
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypedDict
+
+import yaml
+
+from .config_types import ConfigError, FrozenDict, Node, check_keys, merge, parse_yaml, to_plain
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "apply_overrides",
+    "check_runtime",
+    "config_hash",
+    "derived",
+    "from_dict",
+    "load_config",
+    "save_config",
+    "to_dict",
+]
+
+
+# -- the tree -------------------------------------------------------------------------------------
+
+Interpolation = Literal["bicubic", "bilinear", "nearest", "lanczos", "box", "hamming"]
+TrainInterpolation = Literal["random", "bicubic", "bilinear", "nearest", "lanczos", "box", "hamming"]
+# DeepSpeed keys that would be a second source of truth for a setting of ours.
+DEEPSPEED_REFUSED = {
+    "optimizer": "optim.* (we pass a client torch AdamW: DeepSpeed's own optimizers JIT-compile ~50 s)",
+    "scheduler": "sched.* (our schedule is stepped by the trainer)",
+    "bfloat16": "engine.precision",
+    "amp": "engine.precision",
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig(Node):
+    """What to train: a timm registry name and the knobs ``timm.create_model`` takes."""
+
+    _key: ClassVar[str] = "model"
+    name: str = "swat_deit_tiny_patch16_224"
+    num_classes: int = 1000
+    img_size: int | None = None  # None: the model's pretrained cfg (input_size)
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    kwargs: Mapping[str, Any] = field(default_factory=FrozenDict)  # extra create_model kwargs
+    finetune: str | None = None  # checkpoint to start from; the head is re-initialised if num_classes differs
+
+    def _check(self) -> None:
+        self._need("name", bool(self.name.strip()), "must name a model")
+        self._range("num_classes", "img_size", lo=1)
+        self._range("drop_rate", "drop_path_rate", lo=0, hi=1, open_hi=True)
+
+
+@dataclass(frozen=True)
+class DataConfig(Node):
+    """The data and the augmentation recipe; batch sizes are per rank (timm's ``--batch-size``)."""
+
+    _key: ClassVar[str] = "data"
+    format: Literal["folder", "wds", "ffcv", "synthetic"] = "folder"
+    path: str | None = None  # required unless format is synthetic
+    batch_size: int = 128
+    val_batch_size: int | None = None  # None: batch_size
+    workers: int = 8
+    crop_pct: float | None = None  # eval centre crop; None: the model's pretrained cfg
+    interpolation: Interpolation | None = "bicubic"  # eval resize; None: the model's pretrained cfg
+    train_interpolation: TrainInterpolation = "random"
+    mean: tuple[float, float, float] | None = None  # None: the model's pretrained cfg
+    std: tuple[float, float, float] | None = None
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1"  # timm string; color_jitter applies only without it
+    color_jitter: float = 0.4
+    reprob: float = 0.25  # random erasing, pixel mode, one box
+    mixup: float = 0.8  # alpha; mixup and cutmix are timm's batch mode
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    smoothing: float = 0.1
+    shard_group: int = 8  # shards shuffled together (wds): see swat_dist.data.plan
+    synthetic_samples: int = 1024
+    synthetic_classes: int | None = None  # None: model.num_classes
+
+    @property
+    def mixup_active(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+    def _check(self) -> None:
+        if self.format != "synthetic" and not self.path:
+            raise ConfigError(f"data.path is required for data.format {self.format!r} (only synthetic data needs none)")
+        self._range("batch_size", "val_batch_size", "shard_group", "synthetic_samples", "synthetic_classes", lo=1)
+        self._range("workers", "mixup", "cutmix", "color_jitter", lo=0)
+        self._range("hflip", "reprob", "mixup_prob", "mixup_switch_prob", lo=0, hi=1)
+        self._range("smoothing", lo=0, hi=1, open_hi=True)
+        self._range("crop_pct", lo=0, hi=1, open_lo=True)
+        self._need("std", self.std is None or min(self.std) > 0, "must be > 0")
+        for name in ("scale", "ratio"):
+            lo, hi = getattr(self, name)
+            self._need(name, 0 < lo <= hi and (name == "ratio" or hi <= 1), "must be [low, high] with 0 < low <= high")
+        self._need("auto_augment", self.auto_augment != "", "must be a timm policy string or null (no augmentation)")
+        if self.mixup_active:  # timm's batch-mode Mixup pairs each sample with its mirror in the batch
+            self._need("batch_size", self.batch_size % 2 == 0, "must be even when data.mixup or data.cutmix is on")
+
+
+@dataclass(frozen=True)
+class OptimConfig(Node):
+    """AdamW. ``lr`` is the base lr at ``lr_base_batch``; the lr used is :func:`derived`'s ``lr``."""
+
+    _key: ClassVar[str] = "optim"
+    opt: Literal["adamw"] = "adamw"
+    lr: float = 5e-4  # 1e-3 at 128 x 8 = 1024 (SWAT_SPEC 6.2) under the linear rule
+    lr_base_batch: int = 512
+    lr_scale: Literal["linear", "sqrt", "none"] = "linear"  # none: lr is absolute (timm train.py files)
+    weight_decay: float = 0.05
+    eps: float = 1e-8
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad: float | None = 5.0  # global grad-norm clip; null: none
+    layer_decay: float | None = None
+
+    def _check(self) -> None:
+        self._range("lr", "eps", "clip_grad", lo=0, open_lo=True)
+        self._range("lr_base_batch", lo=1)
+        self._range("weight_decay", lo=0)
+        self._need("betas", all(0 <= b < 1 for b in self.betas), "must each be in [0, 1)")
+        self._range("layer_decay", lo=0, hi=1, open_lo=True)
+
+
+@dataclass(frozen=True)
+class SchedConfig(Node):
+    """Cosine with warmup and cooldown, timm's CosineLRScheduler semantics, stepped per optimizer step.
+
+    The lr rises linearly from ``warmup_lr`` over ``warmup_epochs``; the cosine runs from the lr at
+    step 0 to ``min_lr`` at ``epochs`` (the warmup overlaps its start, timm's warmup_prefix=False); then
+    ``cooldown_epochs`` more epochs at ``min_lr``. Training therefore runs ``epochs + cooldown_epochs``
+    epochs, as timm train.py does (``--epochs 300 --cooldown-epochs 10`` trains 310). ``min_lr`` and
+    ``warmup_lr`` are absolute, never scaled with the batch (timm scales only the lr).
+    """
+
+    _key: ClassVar[str] = "sched"
+    epochs: int = 300
+    warmup_epochs: int = 20
+    cooldown_epochs: int = 10
+    min_lr: float = 1e-5
+    warmup_lr: float = 1e-6
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.cooldown_epochs
+
+    def _check(self) -> None:
+        self._range("epochs", lo=1)
+        self._range("warmup_epochs", "cooldown_epochs", "min_lr", "warmup_lr", lo=0)
+        self._need("warmup_epochs", self.warmup_epochs < self.epochs, f"must be < sched.epochs ({self.epochs})")
+
+
+@dataclass(frozen=True)
+class EMAConfig(Node):
+    _key: ClassVar[str] = "ema"
+    enabled: bool = False
+    decay: float = 0.99996
+    eval: bool = True  # also evaluate the EMA weights
+
+    def _check(self) -> None:
+        self._range("decay", lo=0, hi=1, open_lo=True, open_hi=True)
+
+
+@dataclass(frozen=True)
+class EngineConfig(Node):
+    """DeepSpeed: ZeRO stage, precision, accumulation; ``deepspeed`` is merged last into the generated config."""
+
+    _key: ClassVar[str] = "engine"
+    zero_stage: Literal[0, 1, 2, 3] = 0  # ZeRO does not pay off for models this small (USERS.md)
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    grad_accum: int = 1
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    deepspeed: Mapping[str, Any] = field(default_factory=FrozenDict)
+
+    def _check(self) -> None:
+        self._range("grad_accum", lo=1)
+        self._need(
+            "offload_optimizer", not self.offload_optimizer or self.zero_stage >= 1, "needs engine.zero_stage >= 1"
+        )
+        self._need("offload_params", not self.offload_params or self.zero_stage == 3, "needs engine.zero_stage 3")
+        for key, owner in DEEPSPEED_REFUSED.items():
+            if key in self.deepspeed:
+                raise ConfigError(f"engine.deepspeed.{key} is not allowed: it comes from {owner}")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig(Node):
+    _key: ClassVar[str] = "checkpoint"
+    every_steps: int | None = None
+    every_minutes: float | None = 30.0
+    keep_last: int = 3
+    resume: str = "auto"  # 'auto' (latest in the run folder, if any), 'none', or a checkpoint path
+
+    def _check(self) -> None:
+        self._range("every_steps", "keep_last", lo=1)
+        self._range("every_minutes", lo=0, open_lo=True)
+        self._need("resume", bool(self.resume), "must be 'auto', 'none' or a checkpoint path")
+
+
+@dataclass(frozen=True)
+class EvalConfig(Node):
+    _key: ClassVar[str] = "eval"
+    every_epochs: int = 1  # 0: only at the end
+    at_end: bool = True
+
+    def _check(self) -> None:
+        self._range("every_epochs", lo=0)
+
+
+@dataclass(frozen=True)
+class TrackingConfig(Node):
+    _key: ClassVar[str] = "tracking"
+    backend: Literal["mlflow", "none"] = "mlflow"
+    experiment: str = "swat_dist"
+    uri: str | None = None  # None: env MLFLOW_TRACKING_URI, else the sqlite file in the working directory
+    run_name: str | None = None  # None: the run's name
+    system_metrics: bool = True
+
+    def _check(self) -> None:
+        self._need("experiment", bool(self.experiment), "must not be empty")
+
+
+@dataclass(frozen=True)
+class Config(Node):
+    """The whole run. Build it with :func:`load_config` or :func:`from_dict`; it cannot be changed."""
+
+    name: str | None = None  # None: the model name
+    output_dir: str = "runs/{name}"  # template; {name} is the run's name
+    seed: int = 42
+    log_every: int = 10  # optimizer steps
+    max_steps: int | None = None  # stop early (tests, benchmarks)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # no default data: data.path is required
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.model.name
+
+    def _check(self) -> None:
+        self._need("name", self.name is None or (bool(self.name) and "/" not in self.name), "must be a non-empty word")
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(self.output_dir) if f is not None}
+        except ValueError as err:
+            raise ConfigError(f"output_dir: {self.output_dir!r} is not a valid template ({err})") from None
+        self._need("output_dir", names <= {"name"}, "may only use the placeholder {name}")
+        self._range("seed", lo=0)
+        self._range("log_every", "max_steps", lo=1)
+        classes = self.data.synthetic_classes
+        if classes is not None and classes > self.model.num_classes:
+            raise ConfigError(
+                f"data.synthetic_classes ({classes}) must be <= model.num_classes ({self.model.num_classes})"
+            )
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def _read_file(path: Path, notes: list[str], stack: tuple[Path, ...] = ()) -> dict[str, Any]:
+    from .config_timm import from_timm, is_timm_flat
+
+    if path in stack:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself ({' -> '.join(map(str, stack))})")
+    if not path.is_file():
+        raise ConfigError(f"{stack[-1] if stack else 'config'}: no such config file {str(path)!r}")
+    try:
+        raw = parse_yaml(path.read_text()) or {}
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+    bases = raw.pop("base", None) or []
+    timm = is_timm_flat(raw)
+    try:
+        layer = from_timm(raw, notes, str(path)) if timm else raw
+        check_keys(layer, Config, root=Config)
+    except ConfigError as err:
+        raise ConfigError(f"{path}{' (read as a flat timm train.py file)' if timm else ''}: {err}") from None
+    inherited: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        inherited = merge(inherited, _read_file((path.parent / base).resolve(), notes, (*stack, path)))
+    return merge(inherited, layer)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'optim.lr=1e-3'`` -> (['optim', 'lr'], 0.001); the value is YAML (``null``, ``[1, 2]``, ``{a: 1}``)."""
+    key, sep, value = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. optim.lr=1e-3")
+    try:
+        return parts, parse_yaml(value)
+    except ConfigError as err:
+        raise ConfigError(f"override {text!r}: {err}") from None
+
+
+def _apply(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        parts, value = parse_override(text)
+        for i in range(len(parts) - 1, 0, -1):
+            value = {parts[i]: value}
+        tree = merge(tree, {parts[0]: value})
+    return tree
+
+
+def load_config(files: list[str], overrides: list[str], notes: list[str] | None = None) -> Config:
+    """Defaults <- each file in order (with its ``base`` chain) <- dotted overrides; validated, frozen.
+
+    ``notes`` (if given) collects what a timm file mapping ignored or translated.
+    """
+    tree: dict[str, Any] = {}
+    for f in files:
+        tree = merge(tree, _read_file(Path(f).resolve(), notes if notes is not None else []))
+    return from_dict(_apply(tree, overrides))
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A new config: ``cfg`` with dotted overrides applied (and validated)."""
+    return from_dict(_apply(to_dict(cfg), overrides))
+
+
+def from_dict(raw: Mapping[str, Any]) -> Config:
+    """Build a config from a nested mapping (missing keys take defaults; unknown keys raise)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"expected a mapping of settings, got {raw!r}")
+    check_keys(raw, Config, root=Config)
+    return Config(**raw)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The tree as plain dicts, lists and scalars (YAML/JSON-ready, in field order)."""
+    return to_plain(cfg)
+
+
+# -- derived values, hash, saving, runtime checks ---------------------------------------------------
+
+
+class Derived(TypedDict):
+    world_size: int
+    global_batch: int  # data.batch_size x engine.grad_accum x world_size: samples per optimizer step
+    lr: float  # the peak lr the schedule uses
+    lr_rule: str  # how lr was obtained, for the log
+    warmup_lr: float  # absolute (not scaled)
+    min_lr: float  # absolute (not scaled)
+    total_epochs: int  # sched.epochs + sched.cooldown_epochs
+    name: str
+    output_dir: str
+
+
+def derived(cfg: Config, world_size: int) -> Derived:
+    """Everything that combines settings with the world size: the one place it is computed."""
+    if world_size < 1:
+        raise ConfigError(f"world size must be >= 1, got {world_size}")
+    o = cfg.optim
+    batch = cfg.data.batch_size * cfg.engine.grad_accum * world_size
+    ratio = batch / o.lr_base_batch
+    if o.lr_scale == "linear":
+        lr, rule = o.lr * ratio, f"linear: {o.lr:g} x {batch} / {o.lr_base_batch}"
+    elif o.lr_scale == "sqrt":
+        lr, rule = o.lr * math.sqrt(ratio), f"sqrt: {o.lr:g} x sqrt({batch} / {o.lr_base_batch})"
+    else:
+        lr, rule = o.lr, "none: optim.lr as given (absolute for the recipe's global batch)"
+    return Derived(
+        world_size=world_size,
+        global_batch=batch,
+        lr=lr,
+        lr_rule=rule,
+        warmup_lr=cfg.sched.warmup_lr,
+        min_lr=cfg.sched.min_lr,
+        total_epochs=cfg.sched.total_epochs,
+        name=cfg.run_name,
+        output_dir=cfg.output_dir.format(name=cfg.run_name),
+    )
+
+
+def config_hash(cfg: Config) -> str:
+    """First 12 hex digits of the sha256 of the tree's canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block mappings, flow lists (``scale: [0.08, 1.0]``)."""
+
+
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved tree as YAML, in field order; loads back to an equal config."""
+    return yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+def save_config(cfg: Config, run_dir: str | Path) -> Path:
+    """Write ``run_dir/config.yaml``: the resolved tree (loads back to an equal config), hash in its header."""
+    path = Path(run_dir) / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = f"# swat_dist resolved config; config_hash: {config_hash(cfg)}\n{to_yaml(cfg)}"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config.yaml.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)  # readers see the old file or the whole new one
+    return path
+
+
+def train_samples(cfg: Config) -> int | None:
+    """Training samples per epoch when knowable without a scan: synthetic, or a converted dataset's index."""
+    if cfg.data.format == "synthetic":
+        return cfg.data.synthetic_samples
+    if cfg.data.path and (Path(cfg.data.path) / "index.json").is_file():
+        from .data.index import read_index  # json only; imported here so config stays dependency-free
+
+        split = read_index(cfg.data.path).splits.get("train")
+        return split.samples if split else 0
+    return None
+
+
+def check_runtime(cfg: Config, world_size: int, device_type: str) -> None:
+    """The checks that need the world size or the device: raise ConfigError naming the setting."""
+    d = derived(cfg, world_size)
+    if device_type == "cpu" and cfg.engine.precision == "fp16":
+        raise ConfigError("engine.precision: fp16 is not supported on cpu (DeepSpeed refuses it); use bf16 or fp32")
+    if device_type == "cpu" and (cfg.engine.offload_optimizer or cfg.engine.offload_params):
+        raise ConfigError("engine.offload_optimizer/offload_params: the model already lives in cpu memory")
+    samples = train_samples(cfg)
+    if samples is not None and samples < d["global_batch"]:
+        raise ConfigError(
+            f"{samples} training samples cannot fill one optimizer step of {d['global_batch']} "
+            f"(data.batch_size {cfg.data.batch_size} x engine.grad_accum {cfg.engine.grad_accum} x {world_size} ranks)"
+        )
