@@ -1,0 +1,121 @@
+"""``build_loaders(cfg.data, ...)``: the train and val loaders of one rank, for any backend.
+
+The model's pretrained cfg fills what the data config leaves open (input size, crop_pct, mean/std,
+eval interpolation), so an eval transform always matches the model by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import DataConfig
+from .loader import Source, TrainLoader, ValLoader
+from .transforms import DeviceAugment, eval_transform, train_transform
+
+
+@dataclass
+class Loaders:
+    train: TrainLoader
+    val: ValLoader
+    augment: DeviceAugment
+    classes: list[str]
+    img_size: int
+
+
+def resolve_eval(data: DataConfig, model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Eval transform settings: the data config's, else the model's pretrained cfg."""
+    return dict(
+        crop_pct=data.crop_pct if data.crop_pct is not None else model_cfg.get("crop_pct", 0.875),
+        interpolation=data.interpolation or model_cfg.get("interpolation", "bicubic"),
+        mean=tuple(data.mean or model_cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(data.std or model_cfg.get("std", (0.229, 0.224, 0.225))),
+    )
+
+
+def _sources(data: DataConfig, img_size: int, ev: dict[str, Any], num_classes: int, seed: int) -> tuple[Any, Any]:
+    train_tf = train_transform(
+        img_size,
+        scale=data.scale,
+        ratio=data.ratio,
+        hflip=data.hflip,
+        interpolation=data.train_interpolation,
+        auto_augment=data.auto_augment,
+        color_jitter=data.color_jitter,
+        mean=ev["mean"],
+    )
+    eval_tf = eval_transform(img_size, ev["crop_pct"], ev["interpolation"])
+    if data.format == "synthetic":
+        from .synthetic import SyntheticSource
+
+        classes = data.synthetic_classes or num_classes
+        val_samples = max(data.synthetic_samples // 5, 1)
+        return (
+            SyntheticSource(data.synthetic_samples, classes, img_size, seed),
+            SyntheticSource(val_samples, classes, img_size, seed + 1),
+        )
+    if data.format == "folder":
+        from .folder import FolderSource
+
+        assert data.path is not None  # DataConfig checks it
+        return FolderSource(data.path, "train", train_tf, eval_tf), FolderSource(data.path, "val", train_tf, eval_tf)
+    if data.format == "wds":
+        from .wds import WdsSource
+
+        assert data.path is not None
+        return WdsSource(data.path, "train", train_tf, eval_tf), WdsSource(data.path, "val", train_tf, eval_tf)
+    raise ValueError(f"data.format {data.format!r} has no loader yet (available: folder, synthetic, wds)")
+
+
+def build_loaders(
+    data: DataConfig,
+    model_cfg: dict[str, Any],
+    *,
+    world_size: int,
+    rank: int,
+    seed: int,
+    num_classes: int,
+    img_size: int | None = None,
+) -> Loaders:
+    """This rank's loaders and the device-side augmentation for ``data`` (see :mod:`swat_dist.data.plan`)."""
+    size = img_size or int(model_cfg.get("input_size", (3, 224, 224))[-1])
+    ev = resolve_eval(data, model_cfg)
+    train_src, val_src = _sources(data, size, ev, num_classes, seed)
+    classes: list[str] = list(train_src.classes)
+    if len(classes) > num_classes:
+        raise ValueError(f"the data has {len(classes)} classes but model.num_classes is {num_classes}")
+    train: Source = train_src
+    loaders = Loaders(
+        train=TrainLoader(
+            train,
+            world_size=world_size,
+            rank=rank,
+            batch_size=data.batch_size,
+            workers=data.workers,
+            seed=seed,
+            # sharded sources read a few shards per batch instead of all of them (plan.shard_group_permutation)
+            shard_sizes=getattr(train_src, "shard_sizes", None),
+            shard_group=data.shard_group,
+        ),
+        val=ValLoader(
+            val_src,
+            world_size=world_size,
+            rank=rank,
+            batch_size=data.val_batch_size or data.batch_size,
+            workers=data.workers,
+        ),
+        augment=DeviceAugment(
+            num_classes,
+            mean=ev["mean"],
+            std=ev["std"],
+            reprob=data.reprob,
+            mixup=data.mixup,
+            cutmix=data.cutmix,
+            mixup_prob=data.mixup_prob,
+            switch_prob=data.mixup_switch_prob,
+            smoothing=data.smoothing,
+        ),
+        classes=classes,
+        img_size=size,
+    )
+    return loaders
