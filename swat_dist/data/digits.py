@@ -11,69 +11,18 @@ MNIST's), R = G = B. Upscaled from 8x8 by nearest neighbour: a model sees exactl
 a file can be checked against its source; bicubic would invent grey ramps and ring between them, and at
 the default 32 px the 4x4 blocks read fine. PNG because it is lossless; ``data convert`` makes the JPEGs.
 
-:func:`write_once` (staging folder, completion marker, options check) is shared with ``synthetic.py``.
+Written once through :func:`.staging.write_once` (staging folder, completion marker, options check).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from .staging import StagedFolder
-
-MARKER = "dataset.json"  # written last inside the staging folder: its presence means "complete"
-
-
-def write_once(
-    dst: str | Path, kind: str, options: dict[str, Any], fill: Callable[[Path], dict[str, Any]]
-) -> tuple[dict[str, Any], bool]:
-    """Build a dataset with ``fill(staging)`` in a :class:`StagedFolder`, then rename it to ``dst``.
-
-    Returns ``(summary, written)``: ``fill``'s summary and True, or, when ``dst`` already holds this
-    ``kind`` with these ``options``, the stored summary and False. Anything else at ``dst`` (other
-    options, other files) is a one-line ``ValueError``: we never delete what we did not write.
-    """
-    dst = Path(dst)
-    if dst.exists():
-        done = _complete(dst, kind, options)
-        if done is not None:
-            return done, False
-    # Files are not fsynced one by one (convert does): these data sets are cheap to write again.
-    with StagedFolder(dst) as staged:
-        summary = fill(staged.path)
-        marker = {"kind": kind, "options": options, "summary": summary}
-        (staged.path / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
-        staged.commit()  # replaces an empty dst folder; a non-empty one was refused above
-    return summary, True
-
-
-def _complete(dst: Path, kind: str, options: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored summary if ``dst`` is this exact dataset, None if it is an empty folder, else raise."""
-    if not dst.is_dir():
-        raise ValueError(f"{dst} exists and is not a folder")
-    marker = dst / MARKER
-    if not marker.is_file():
-        if any(dst.iterdir()):
-            raise ValueError(f"{dst} exists and is not a {kind} dataset (no {MARKER}); remove it or pick another DST")
-        return None
-    try:
-        found = json.loads(marker.read_text())
-        same = found["kind"] == kind and found["options"] == options
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ValueError(f"{marker}: unreadable; remove {dst} or pick another DST") from None
-    if not same:
-        theirs, ours = _show(found["options"]), _show(options)
-        raise ValueError(f"{dst} holds {found['kind']} with {theirs}, not {ours}; remove it or pick another DST")
-    return dict(found["summary"])
-
-
-def _show(options: Any) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(options.items())) if isinstance(options, dict) else str(options)
+from .staging import write_once
 
 
 def split(labels: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:

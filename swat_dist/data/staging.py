@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 
 def fsync_file(path: Path) -> None:
@@ -77,3 +80,54 @@ class StagedFolder:
             self._lock_path.unlink(missing_ok=True)
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
+
+
+# Used by the shipped datasets (digits, synthetic): whole-folder builds that are cheap to redo.
+MARKER = "dataset.json"  # written last inside the staging folder: its presence means "complete"
+
+
+def write_once(
+    dst: str | Path, kind: str, options: dict[str, Any], fill: Callable[[Path], dict[str, Any]]
+) -> tuple[dict[str, Any], bool]:
+    """Build a dataset with ``fill(staging)`` in a :class:`StagedFolder`, then rename it to ``dst``.
+
+    Returns ``(summary, written)``: ``fill``'s summary and True, or, when ``dst`` already holds this
+    ``kind`` with these ``options``, the stored summary and False. Anything else at ``dst`` (other
+    options, other files) is a one-line ``ValueError``: we never delete what we did not write.
+    """
+    dst = Path(dst)
+    if dst.exists():
+        done = _complete(dst, kind, options)
+        if done is not None:
+            return done, False
+    # Files are not fsynced one by one (convert does): these data sets are cheap to write again.
+    with StagedFolder(dst) as staged:
+        summary = fill(staged.path)
+        marker = {"kind": kind, "options": options, "summary": summary}
+        (staged.path / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
+        staged.commit()  # replaces an empty dst folder; a non-empty one was refused above
+    return summary, True
+
+
+def _complete(dst: Path, kind: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored summary if ``dst`` is this exact dataset, None if it is an empty folder, else raise."""
+    if not dst.is_dir():
+        raise ValueError(f"{dst} exists and is not a folder")
+    marker = dst / MARKER
+    if not marker.is_file():
+        if any(dst.iterdir()):
+            raise ValueError(f"{dst} exists and is not a {kind} dataset (no {MARKER}); remove it or pick another DST")
+        return None
+    try:
+        found = json.loads(marker.read_text())
+        same = found["kind"] == kind and found["options"] == options
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{marker}: unreadable; remove {dst} or pick another DST") from None
+    if not same:
+        theirs, ours = _show(found["options"]), _show(options)
+        raise ValueError(f"{dst} holds {found['kind']} with {theirs}, not {ours}; remove it or pick another DST")
+    return dict(found["summary"])
+
+
+def _show(options: Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(options.items())) if isinstance(options, dict) else str(options)

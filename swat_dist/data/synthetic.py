@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .digits import write_once
+from .staging import write_once
 
 QUALITY = 90
 SPLITS = ("train", "val")  # position = the split's code in each image's seed

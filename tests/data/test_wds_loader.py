@@ -92,3 +92,16 @@ def test_wrong_format_is_a_clear_error(shards, tmp_path):
         WdsSource(tmp_path, "train", None, None)
     with pytest.raises(ValueError, match="no test split"):
         WdsSource(root / "wds", "test", None, None)
+
+
+def test_plan_command_reports_equal_steps_and_refuses_an_empty_layout(shards, capsys):
+    from swat_dist.cli import main
+
+    root, _ = shards
+    assert main(["data", "plan", str(root / "wds"), "--world-size", "2", "--batch-size", "4", "--workers", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "30 train / 9 val" in out and "3 steps per epoch on every rank; 6 samples left out" in out
+    assert "samples per rank [4, 5]" in out
+    assert main(["data", "plan", str(root / "wds"), "--world-size", "4", "--batch-size", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "0 steps" in err[0]
