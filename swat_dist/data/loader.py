@@ -12,6 +12,7 @@ happen on the device (:mod:`swat_dist.data.transforms`), where they cost nothing
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -49,13 +50,16 @@ def seed_everything(value: int) -> None:
 
 
 class _PlannedDataset(Dataset):
-    """Map-style view whose items are whole batches: index = list of sample ids (PAD = padding)."""
+    """Map-style view whose items are whole batches: key = (epoch, sample ids), PAD = padding.
+
+    The epoch travels in the key, not in the dataset, so persistent workers need no update between epochs.
+    """
 
     def __init__(self, source: Source, train: bool, seed: int) -> None:
-        self.source, self.train, self.seed, self.epoch = source, train, seed, 0
-        self.pad_shape: tuple[int, ...] | None = None
+        self.source, self.train, self.seed = source, train, seed
 
-    def __getitem__(self, ids: list[int]) -> Batch:
+    def __getitem__(self, key: tuple[int, list[int]]) -> Batch:
+        epoch, ids = key
         images: list[Tensor | None] = []
         labels: list[int] = []
         for i in ids:
@@ -64,7 +68,7 @@ class _PlannedDataset(Dataset):
                 labels.append(-1)
                 continue
             if self.train:
-                seed_everything(sample_seed(self.seed, self.epoch, i))
+                seed_everything(sample_seed(self.seed, epoch, i))
             img, label = self.source.load(i, self.train)
             images.append(img)
             labels.append(label)
@@ -78,26 +82,32 @@ class _PlannedDataset(Dataset):
         return len(self.source)
 
 
-class _BatchList(Sampler[list[int]]):
-    def __init__(self, batches: Callable[[], list[np.ndarray]]) -> None:
+class _BatchList(Sampler[tuple[int, list[int]]]):
+    def __init__(self, batches: Callable[[], tuple[int, list[np.ndarray]]]) -> None:
         self.batches = batches
 
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter([b.tolist() for b in self.batches()])
+    def __iter__(self) -> Iterator[tuple[int, list[int]]]:
+        epoch, batches = self.batches()
+        return iter([(epoch, b.tolist()) for b in batches])
 
     def __len__(self) -> int:
-        return len(self.batches())
+        return len(self.batches()[1])
 
 
 def _data_loader(dataset: _PlannedDataset, sampler: _BatchList, workers: int) -> DataLoader:
     # batch_size=None: each dataset item is already a batch; workers > 0 keep the plan's order.
+    # Fork explicitly where it exists (PyTorch's own default on Linux): a launcher may have made "spawn"
+    # the process default (torch.multiprocessing.spawn does in its children), and spawned workers
+    # re-import torch and the models - seconds per worker. Persistent: started once, not every epoch.
+    fork = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     return DataLoader(
         dataset,
         sampler=sampler,
         batch_size=None,
         num_workers=workers,
-        persistent_workers=False,
+        persistent_workers=workers > 0,
         prefetch_factor=2 if workers > 0 else None,
+        multiprocessing_context=fork if workers > 0 else None,
     )
 
 
@@ -139,11 +149,10 @@ class TrainLoader:
         if epoch != self.epoch:
             self.epoch, self.step = epoch, 0
 
-    def _remaining(self) -> list[np.ndarray]:
-        return self.plan().batches(self.step)
+    def _remaining(self) -> tuple[int, list[np.ndarray]]:
+        return self.epoch, self.plan().batches(self.step)
 
     def __iter__(self) -> Iterator[Batch]:
-        self._dataset.epoch = self.epoch
         for batch in self._loader:
             self.step += 1  # counted when handed over, so a checkpoint after this batch skips it
             yield batch
@@ -174,7 +183,7 @@ class ValLoader:
     def __init__(self, source: Source, *, world_size: int, rank: int, batch_size: int, workers: int = 0) -> None:
         self.num_samples = len(source)
         self._batches = val_batches(self.num_samples, world_size, rank, batch_size)
-        self._loader = _data_loader(_PlannedDataset(source, False, 0), _BatchList(lambda: self._batches), workers)
+        self._loader = _data_loader(_PlannedDataset(source, False, 0), _BatchList(lambda: (0, self._batches)), workers)
 
     def __len__(self) -> int:
         return len(self._batches)
