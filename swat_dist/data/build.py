@@ -64,6 +64,7 @@ def _sources(data: DataConfig, img_size: int, ev: dict[str, Any], num_classes: i
 
         assert data.path is not None
         return WdsSource(data.path, "train", train_tf, eval_tf), WdsSource(data.path, "val", train_tf, eval_tf)
+    # ffcv: converter and verify exist; its loader needs a seeded crop decoder first (docs/data.md)
     raise ValueError(f"data.format {data.format!r} has no loader yet (available: folder, synthetic, wds)")
 
 
