@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .bench_cli import add_bench_parser
 from .config_cli import add_config_parser
 from .data.commands import add_data_parser
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=_models)
     add_data_parser(sub)
     add_config_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
@@ -37,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
-        what = " ".join(filter(None, [args.command, getattr(args, "data_command", None)]))
+        sub = getattr(args, "data_command", None) or getattr(args, "bench_command", None)
+        what = " ".join(filter(None, [args.command, sub]))
         print(f"swat-dist {what}: error: {err}", file=sys.stderr)
         return 2

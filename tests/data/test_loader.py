@@ -126,3 +126,16 @@ def test_epochs_differ_and_repeat_by_seed(folder):
     n = len(a) // 2
     assert [x for x, _ in a[:n]] != [x for x, _ in a[n:]]
     assert np.unique([i for batch, _ in a[:n] for i in batch]).size == 4 * n
+
+
+def test_randaugment_posterize_at_full_magnitude_works_as_in_training():
+    # The SWAT recipe's RandAugment is m15, clipped to 10: PosterizeIncreasing then keeps 0 bits. Pillow 13
+    # raises on that (pyproject pins pillow<13); Pillow <= 12 returns black, the behaviour the recipe had.
+    from PIL import Image
+    from timm.data.auto_augment import rand_augment_transform
+
+    ra = rand_augment_transform("rand-m15-n2-mstd1.0-inc1", dict(img_mean=(124, 116, 104)))
+    op = next(o for o in ra.ops if o.name == "PosterizeIncreasing")
+    op.prob, op.magnitude_std = 1.0, 0.0
+    out = np.asarray(op(Image.new("RGB", (8, 8), (200, 120, 40))))
+    assert out.max() == 0
