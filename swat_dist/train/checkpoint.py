@@ -1,0 +1,148 @@
+"""Resumable checkpoints: DeepSpeed's shards + our per-rank state + single-file fp32 weights + ``latest``.
+
+Layout of ``RUN/checkpoints/``::
+
+    step_00000120/           one tag per save
+      (DeepSpeed's files)    model and optimizer state, sharded as ZeRO wants
+      rank00000.pt ...       per rank: step, epoch, loader position, every RNG state, its EMA part
+      meta.json              step, epoch, world size, ZeRO stage, config hash, tracking run id
+      model.safetensors      full fp32 weights, loadable by timm (see :mod:`.export`)
+      ema.safetensors        the same for the EMA weights (if enabled)
+    latest                   the tag of the newest complete save
+
+A save is collective. ``latest`` is replaced atomically by rank 0 only after a barrier, i.e. after every
+rank has finished writing, so a crash mid-save leaves the previous checkpoint as the latest; older tags
+beyond ``keep_last`` are deleted only after that. Resuming on a different world size is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+from safetensors.torch import save_file
+
+from ..config import CheckpointConfig
+from ..dist import DistEnv
+from .ema import EMA
+
+if TYPE_CHECKING:  # the engine imports deepspeed (~7 s): export and eval read checkpoints without it
+    from .engine import Engine
+
+TAG = re.compile(r"^step_(\d+)$")
+
+
+def rng_state() -> dict[str, Any]:
+    state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _barrier() -> None:
+    if tdist.is_initialized():
+        tdist.barrier()
+
+
+def latest_tag(ckpt_dir: Path) -> str | None:
+    pointer = ckpt_dir / "latest"
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def resolve(run_dir: Path, resume: str) -> Path | None:
+    """The checkpoint folder ``resume`` names: 'auto' (the run's latest, if any), 'none', or a path
+    (a tag folder, or a checkpoints folder / run folder with a ``latest`` pointer)."""
+    if resume == "none":
+        return None
+    if resume == "auto":
+        tag = latest_tag(run_dir / "checkpoints")
+        return run_dir / "checkpoints" / tag if tag else None
+    path = Path(resume)
+    for folder in (path, path / "checkpoints"):
+        tag = latest_tag(folder)
+        if tag:
+            return folder / tag
+    if (path / "meta.json").is_file():
+        return path
+    raise ValueError(f"{resume!r} is not a checkpoint folder, a checkpoints folder or a run folder with a 'latest'")
+
+
+class CheckpointManager:
+    def __init__(self, run_dir: Path, cfg: CheckpointConfig, env: DistEnv, engine: Engine, ema: EMA | None) -> None:
+        self.dir, self.cfg, self.env, self.engine, self.ema = run_dir / "checkpoints", cfg, env, engine, ema
+        self.last_step: int | None = None
+
+    def save(self, step: int, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+        """Collective save of tag ``step_<step>``; ``state`` is this rank's trainer state (no RNG: added here)."""
+        tag = f"step_{step:08d}"
+        path = self.dir / tag
+        if self.env.is_main and path.exists():  # a save of this step that crashed before ``latest``
+            shutil.rmtree(path)
+        _barrier()
+        self.engine.save(str(self.dir), tag)
+        rank_state = dict(state, rng=rng_state(), ema=self.ema.state_dict() if self.ema else None)
+        torch.save(rank_state, path / f"rank{self.env.rank:05d}.pt")
+        weights = self.engine.full_state_dict()  # collective under ZeRO-3
+        ema_weights = None
+        if self.ema is not None:
+            with self.ema.swapped():
+                ema_weights = self.engine.full_state_dict()
+        if self.env.is_main:
+            save_file(weights, str(path / "model.safetensors"))
+            if ema_weights is not None:
+                save_file(ema_weights, str(path / "ema.safetensors"))
+            (path / "meta.json").write_text(json.dumps(dict(meta, step=step, world_size=self.env.world_size)))
+        _barrier()  # every rank's files are complete before the pointer moves
+        if self.env.is_main:
+            tmp = self.dir / ".latest.tmp"
+            tmp.write_text(tag + "\n")
+            os.replace(tmp, self.dir / "latest")
+            self._prune(keep=tag)
+        _barrier()
+        self.last_step = step
+        return path
+
+    def _prune(self, keep: str) -> None:
+        tags = sorted(p.name for p in self.dir.iterdir() if TAG.match(p.name))
+        old = [t for t in tags if t != keep][: max(len(tags) - self.cfg.keep_last, 0)]
+        for t in old:
+            shutil.rmtree(self.dir / t, ignore_errors=True)
+
+    def load(self, path: Path, config_hash: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Restore engine, EMA and RNG from ``path``; return (this rank's trainer state, meta)."""
+        meta = json.loads((path / "meta.json").read_text())
+        if meta["world_size"] != self.env.world_size:
+            raise ValueError(
+                f"checkpoint {path} was written by {meta['world_size']} ranks, this run has {self.env.world_size}: "
+                "DeepSpeed's optimizer shards and the loader position depend on the world size. Resume with "
+                f"{meta['world_size']} ranks, or start a new run from its weights "
+                f"(model.finetune={path / 'model.safetensors'}; for the fp32 master weights of ZeRO 1-3 use "
+                "deepspeed.utils.zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint)"
+            )
+        if meta.get("config_hash") != config_hash:
+            print(f"[swat-dist] note: resuming {path} written with config {meta.get('config_hash')}, now {config_hash}")
+        self.engine.load(str(path.parent), path.name)
+        state = torch.load(path / f"rank{self.env.rank:05d}.pt", weights_only=False)
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ValueError(f"checkpoint {path} has no EMA state but ema.enabled is true")
+            self.ema.load_state_dict(state["ema"])
+        set_rng_state(state.pop("rng"))
+        self.last_step = int(meta["step"])
+        return state, meta

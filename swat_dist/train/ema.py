@@ -1,0 +1,61 @@
+"""Exponential moving average of the weights, under every ZeRO stage, without gathering.
+
+Each rank keeps an fp32 EMA of the parameter storage it holds (:meth:`Engine.local_params`): the
+whole parameters under ZeRO 0-2 (memory: one fp32 copy of the model per rank, 4 bytes x params), its
+own partition (``param.ds_tensor``) under ZeRO-3 (4 bytes x params / world size). The update is
+elementwise, so the partitioned EMA is exactly the EMA of the full weights, and it needs no
+communication. Evaluating or exporting the EMA swaps it into that storage and back (:meth:`swapped`);
+the swap costs one extra copy of the local storage for as long as it lasts. Buffers are not averaged
+(SWAT models have none that train). Checkpoints save each rank's part (:meth:`state_dict`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class EMA:
+    def __init__(self, params: list[Tensor], decay: float, after_swap: Callable[[], None] = lambda: None) -> None:
+        """``after_swap`` runs after each swap (ZeRO-3: :meth:`Engine.release_gathered`)."""
+        self.params, self.decay, self.updates, self.after_swap = params, decay, 0, after_swap
+        self.shadow = [p.detach().float().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """shadow <- decay * shadow + (1 - decay) * weights, once per optimizer step."""
+        self.updates += 1
+        for s, p in zip(self.shadow, self.params):
+            s.lerp_(p.detach().float(), 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def swapped(self) -> Iterator[None]:
+        """The EMA weights in the model's storage inside the block; the trained weights restored after."""
+        saved = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, s in zip(self.params, self.shadow):
+                p.copy_(s)
+        self.after_swap()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, w in zip(self.params, saved):
+                    p.copy_(w)
+            self.after_swap()
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(decay=self.decay, updates=self.updates, shadow=[s.cpu() for s in self.shadow])
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["shadow"]) != len(self.shadow) or any(
+            a.shape != b.shape for a, b in zip(state["shadow"], self.shadow)
+        ):
+            raise ValueError("EMA state does not match this model's parameters (or this rank's ZeRO-3 partition)")
+        self.updates = int(state["updates"])
+        for s, v in zip(self.shadow, state["shadow"]):
+            s.copy_(v)

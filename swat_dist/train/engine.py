@@ -1,0 +1,163 @@
+"""DeepSpeed behind one small class: the ONLY module of the package that imports deepspeed.
+
+It owns the process group (gloo on CPU, nccl on CUDA, from :class:`~swat_dist.dist.DistEnv`), the
+engine built from the generated config (:mod:`.ds_config`) with a client ``torch.optim.AdamW`` (DeepSpeed's
+own Adams JIT-compile ~50 s, PLATFORM.md), and the few things the trainer needs from it: forward,
+backward, step, grad norm, checkpoints, and full fp32 parameters under any ZeRO stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import deepspeed
+import torch
+import torch.distributed as tdist
+from torch import Tensor, nn
+
+from ..config import Config
+from ..dist import DistEnv
+from .ds_config import deepspeed_config
+
+
+def device_for(env: DistEnv) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank)
+        return torch.device("cuda", env.local_rank)
+    return torch.device("cpu")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def init_distributed(env: DistEnv, device: torch.device) -> None:
+    """Join the process group described by ``env`` (a group of one for a single process)."""
+    if tdist.is_initialized():
+        return
+    # A single process gets a free port: a fixed default would collide with other runs on the machine.
+    port = env.master_port if env.launcher != "single" else _free_port()
+    # DeepSpeed reads these itself in places (e.g. LOCAL_RANK for the device): export what we decided.
+    for key, value in dict(
+        RANK=env.rank, LOCAL_RANK=env.local_rank, WORLD_SIZE=env.world_size, LOCAL_WORLD_SIZE=env.local_world_size,
+        MASTER_ADDR=env.master_addr, MASTER_PORT=port,
+    ).items():  # fmt: skip
+        os.environ[key] = str(value)
+    deepspeed.init_distributed(
+        dist_backend="nccl" if device.type == "cuda" else "gloo",
+        init_method=f"tcp://{env.master_addr}:{port}",
+        rank=env.rank,
+        world_size=env.world_size,
+        timeout=timedelta(minutes=30),
+        verbose=False,
+    )
+
+
+def destroy() -> None:
+    """Leave the process group (a 2-rank CPU run once aborted at exit without it, PLATFORM.md)."""
+    if tdist.is_initialized():
+        tdist.barrier()
+        tdist.destroy_process_group()
+
+
+class Engine:
+    """A DeepSpeed engine around ``model`` with a client AdamW over ``groups`` (see :mod:`.optim`)."""
+
+    def __init__(self, model: nn.Module, groups: list[dict[str, Any]], cfg: Config, env: DistEnv) -> None:
+        self.env = env
+        self.zero_stage = cfg.engine.zero_stage
+        o = cfg.optim
+        plain = [{k: v for k, v in g.items() if k != "names"} for g in groups]
+        optimizer = torch.optim.AdamW(plain, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        ds_config = deepspeed_config(cfg, env.world_size)
+        if self.zero_stage == 3 and cfg.ema.enabled:
+            # ZeRO-3 keeps parameters below this size whole on every rank ("persistent") and runs the
+            # forward on those copies, not on the partitions the EMA swaps; 0 partitions them all. Cost:
+            # small parameters are all-gathered in every forward too (latency, no extra memory).
+            ds_config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+        self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+        self.device = self.ds.device
+        self._norm = float("nan")
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.engine.precision, torch.float32)
+
+    @property
+    def module(self) -> nn.Module:
+        return self.ds.module
+
+    def train(self, mode: bool = True) -> None:
+        self.ds.train(mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.ds(x.to(self.dtype))
+
+    def backward(self, loss: Tensor) -> None:
+        self.ds.backward(loss)
+
+    def step(self) -> bool:
+        """DeepSpeed's step (an optimizer step only at an accumulation boundary); True if it was one."""
+        boundary = bool(self.ds.is_gradient_accumulation_boundary())
+        if boundary and self.zero_stage == 0:
+            # DeepSpeed keeps no norm for a client optimizer at stage 0; the grads are already all-reduced
+            # here, so their norm is the global one (one pass over the grads: cheap next to the step).
+            grads = [p.grad.detach().float().norm() for p in self.module.parameters() if p.grad is not None]
+            self._norm = float(torch.stack(grads).norm()) if grads else float("nan")
+        self.ds.step()
+        return boundary
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+
+    def grad_norm(self) -> float:
+        """Global grad norm of the last optimizer step, before clipping (nan if DeepSpeed has none)."""
+        if self.zero_stage == 0:
+            return self._norm
+        norm = self.ds.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def save(self, directory: str, tag: str) -> None:
+        """Collective: every rank writes its model/optimizer shards; no ``latest`` file (ours is)."""
+        self.ds.save_checkpoint(directory, tag=tag, save_latest=False)
+
+    def load(self, directory: str, tag: str) -> None:
+        path, _ = self.ds.load_checkpoint(directory, tag=tag, load_lr_scheduler_states=False)
+        if path is None:
+            raise ValueError(f"DeepSpeed found no checkpoint {tag!r} in {directory}")
+
+    def local_params(self) -> list[Tensor]:
+        """This rank's trainable parameter storage: full tensors (ZeRO 0-2) or its ZeRO-3 partition."""
+        params: list[Any] = [p for p in self.module.parameters() if p.requires_grad]
+        return [p.ds_tensor for p in params] if self.zero_stage == 3 else params
+
+    def release_gathered(self) -> None:
+        """ZeRO-3: drop every all-gathered copy, so the next forward gathers the partitions afresh.
+
+        Needed after writing into the partitions (the EMA swap): DeepSpeed keeps parameters it expects
+        to reuse soon gathered across forwards, and would run on the stale copies.
+        """
+        if self.zero_stage == 3:
+            self.ds.empty_partition_cache()
+
+    @contextlib.contextmanager
+    def full_params(self) -> Iterator[nn.Module]:
+        """The module with every parameter whole on every rank (ZeRO-3 all-gathers them, read-only)."""
+        if self.zero_stage != 3:
+            yield self.module
+            return
+        with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+            yield self.module
+
+    def full_state_dict(self) -> dict[str, Tensor]:
+        """fp32 copies of every parameter and buffer (collective under ZeRO-3: call it on all ranks).
+
+        Under bf16 these are the module's bf16 weights cast up, not the optimizer's fp32 master weights.
+        """
+        with self.full_params() as module:
+            return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}

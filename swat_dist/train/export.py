@@ -1,0 +1,79 @@
+"""Weights out of a run: one fp32 ``.safetensors`` state_dict that timm loads, and evaluating it.
+
+Every checkpoint already holds ``model.safetensors`` (and ``ema.safetensors``), gathered at save time
+under any ZeRO stage, so exporting needs no DeepSpeed and no GPU. Load an export with::
+
+    timm.create_model(name, pretrained=True, num_classes=N,
+                      pretrained_cfg_overlay=dict(file=OUT, num_classes=N))
+
+(``num_classes`` in the overlay too: timm drops the classifier when it differs from the pretrained cfg's.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..config import Config
+from .checkpoint import resolve
+
+
+def weights_file(source: str | Path, ema: bool = False) -> Path:
+    """The ``.safetensors`` file ``source`` names: itself, or the latest checkpoint's model/EMA weights."""
+    path = Path(source)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise FileNotFoundError(f"no such weights file: {path}")
+        return path
+    folder = resolve(Path("."), str(path))
+    if folder is None:
+        raise ValueError(f"{source}: no checkpoint found")
+    file = folder / ("ema.safetensors" if ema else "model.safetensors")
+    if not file.is_file():
+        raise ValueError(f"{folder} has no {file.name}{' (was ema.enabled on?)' if ema else ''}")
+    return file
+
+
+def export(source: str | Path, out: str | Path, ema: bool = False) -> Path:
+    """Write the fp32 state_dict of ``source`` (run, checkpoints folder, checkpoint, or file) to ``out``."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"{out}: the export is a .safetensors file (name it *.safetensors)")
+    state = {k: v.float().contiguous() for k, v in load_file(str(weights_file(source, ema))).items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out), metadata={"format": "pt"})
+    return out
+
+
+def evaluate_checkpoint(cfg: Config, checkpoint: str, ema: bool = False) -> dict[str, Any] | None:
+    """Evaluate ``checkpoint``'s weights on ``cfg``'s val split (one process, or all ranks of a launch).
+
+    Returns the metrics on rank 0 and None elsewhere.
+    """
+    from ..data.build import build_loaders
+    from ..dist import read_env
+    from .engine import destroy, device_for, init_distributed
+    from .evaluate import evaluate
+    from .run import build_model
+
+    env = read_env()
+    device = device_for(env)
+    file = weights_file(checkpoint, ema)
+    if env.distributed:
+        init_distributed(env, device)
+    try:
+        model = build_model(cfg)
+        model.load_state_dict(load_file(str(file)))
+        model.to(device).eval()
+        loaders = build_loaders(
+            cfg.data, model.pretrained_cfg, world_size=env.world_size, rank=env.rank, seed=cfg.seed,
+            num_classes=cfg.model.num_classes, img_size=cfg.model.img_size,
+        )  # fmt: skip
+        with torch.no_grad():
+            result = evaluate(model, loaders.val, loaders.augment, device)
+    finally:
+        destroy()
+    return dict(result, weights=str(file)) if env.is_main else None

@@ -1,0 +1,113 @@
+"""``run(cfg, env)``: build everything one rank needs, resume, fit, evaluate, summarise, tear down."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import timm
+from torch import nn
+
+from ..config import Config, check_runtime, config_hash, derived, save_config
+from ..data.build import build_loaders
+from ..data.loader import seed_everything
+from ..dist import DistEnv
+from .checkpoint import CheckpointManager, resolve
+from .ema import EMA
+from .engine import Engine, destroy, device_for, init_distributed
+from .metrics import MetricsWriter, NullMetrics, NullTracker, Tracker, peak_flops, train_flops_per_image
+from .optim import param_groups
+from .trainer import Trainer, TrainState
+
+
+def build_model(cfg: Config) -> Any:
+    m = cfg.model
+    if m.finetune:
+        raise ValueError("model.finetune is not supported by the trainer yet")
+    extra: dict[str, Any] = {"img_size": m.img_size} if m.img_size else {}
+    return timm.create_model(
+        m.name, num_classes=m.num_classes, drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate, **extra, **m.kwargs
+    )
+
+
+def make_tracker(cfg: Config, env: DistEnv) -> Tracker:
+    """Rank 0's tracker; every other rank (and ``tracking.backend: none``) gets the null one.
+
+    The MLflow backend lands with its own module; until then it is the null tracker too.
+    """
+    return NullTracker()
+
+
+def _forward_gmacs(model: nn.Module, img_size: int) -> float:
+    from ..models.complexity import count_gflops  # fvcore: a jit trace, ~1 s for a 224 px model
+
+    gmacs = count_gflops(model, img_size)
+    model.train()  # count_gflops leaves the model in eval mode
+    return gmacs
+
+
+def run(cfg: Config, env: DistEnv) -> dict[str, Any]:
+    """Train ``cfg`` as rank ``env.rank``; return the summary (also written to ``RUN/summary.json``)."""
+    device = device_for(env)
+    check_runtime(cfg, env.world_size, device.type)
+    init_distributed(env, device)
+    try:
+        return _run(cfg, env, device)
+    finally:
+        destroy()
+
+
+def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
+    d = derived(cfg, env.world_size)
+    run_dir = Path(d["output_dir"])
+    if env.is_main:
+        save_config(cfg, run_dir)
+    seed_everything(cfg.seed)  # the same initial weights on every rank and in every run of this config
+    model = build_model(cfg)
+    loaders = build_loaders(
+        cfg.data, model.pretrained_cfg, world_size=env.world_size, rank=env.rank, seed=cfg.seed,
+        num_classes=cfg.model.num_classes, img_size=cfg.model.img_size,
+    )  # fmt: skip
+    flops_per_step = train_flops_per_image(_forward_gmacs(model, loaders.img_size)) * d["global_batch"]
+    engine = Engine(model.to(device), param_groups(model, cfg.optim), cfg, env)
+    ema = EMA(engine.local_params(), cfg.ema.decay, engine.release_gathered) if cfg.ema.enabled else None
+    ckpt = CheckpointManager(run_dir, cfg.checkpoint, env, engine, ema)
+    state, chash = TrainState(), config_hash(cfg)
+    resume_from = resolve(run_dir, cfg.checkpoint.resume)
+    if resume_from is not None:
+        rank_state, _ = ckpt.load(resume_from, chash)
+        state = TrainState(**rank_state["trainer"])
+        loaders.train.load_state_dict(rank_state["loader"])
+    tracker = make_tracker(cfg, env) if env.is_main else NullTracker()
+    if state.tracking_run_id is None:
+        state.tracking_run_id = tracker.run_id
+    tracker.log_params({"config_hash": chash, "world_size": env.world_size, **{k: v for k, v in d.items()}})
+    metrics = MetricsWriter(run_dir, tracker, state.step if resume_from else None) if env.is_main else NullMetrics()
+    trainer = Trainer(
+        cfg=cfg, env=env, d=d, engine=engine, loaders=loaders, ema=ema, ckpt=ckpt, metrics=metrics,
+        tracker=tracker, flops_per_step=flops_per_step, peak_flops=peak_flops(device), state=state, config_hash=chash,
+    )  # fmt: skip
+    start, first_step = time.perf_counter(), state.step
+    trainer.fit()
+    train_wall = time.perf_counter() - start
+    if cfg.eval.at_end and state.val_step != state.step:
+        trainer.validate()
+    if ckpt.last_step != state.step:
+        trainer.save()
+    summary = {
+        "steps": state.step,
+        "epochs": state.epoch,
+        "final": state.last_val,
+        "best": state.best,
+        "val_samples": int(state.last_val.get("val/samples", 0)),
+        "val_set_size": loaders.val.num_samples,
+        "skipped_batches": state.skipped,
+        "images_per_sec": (state.step - first_step) * d["global_batch"] / max(train_wall, 1e-9),
+        "wall_time_s": time.perf_counter() - start,
+        "world_size": env.world_size,
+        "config_hash": chash,
+    }
+    metrics.summary(summary)
+    tracker.close()
+    return summary

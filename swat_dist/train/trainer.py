@@ -1,0 +1,217 @@
+"""The training loop: one optimizer step after another, with logging, evaluation and checkpoints on cadence.
+
+Every collective happens at the same point on every rank: one small all-reduce per micro-batch (is
+any rank's loss non-finite? is any rank's checkpoint timer due? - it costs one latency-bound
+collective, and keeps ranks from disagreeing about skipping or saving), one per logged step (the
+mean loss), and the evaluation and checkpoint collectives at deterministic steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+from timm.loss import SoftTargetCrossEntropy
+from torch import Tensor
+from tqdm import tqdm
+
+from ..config import Config, Derived
+from ..data.build import Loaders
+from ..data.loader import seed_everything
+from ..dist import DistEnv
+from .checkpoint import CheckpointManager
+from .ema import EMA
+from .engine import Engine
+from .evaluate import evaluate
+from .metrics import MetricsWriter, NullMetrics, Tracker, memory_gb
+from .optim import lr_at
+
+MAX_BAD_STEPS = 10  # non-finite losses in a row before giving up
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainState:
+    """What the loop itself must carry across a restart (the loader, engine, EMA and RNG travel separately)."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    last_val: dict[str, float] = field(default_factory=dict)
+    skipped: int = 0  # non-finite micro-batches skipped in total
+    val_step: int = -1  # the step of the last evaluation
+    tracking_run_id: str | None = None
+
+
+def step_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
+    """The RNG seed of one micro-batch's device-side randomness (erasing, mixup, drop-path): resume-exact."""
+    return int(np.random.SeedSequence([seed, epoch, batch, rank]).generate_state(1)[0])
+
+
+@dataclass
+class Trainer:
+    cfg: Config
+    env: DistEnv
+    d: Derived
+    engine: Engine
+    loaders: Loaders
+    ema: EMA | None
+    ckpt: CheckpointManager
+    metrics: MetricsWriter | NullMetrics
+    tracker: Tracker
+    flops_per_step: float  # training FLOPs of one optimizer step, all ranks
+    peak_flops: float  # per device
+    state: TrainState
+    config_hash: str
+
+    def __post_init__(self) -> None:
+        self.steps_per_epoch = self.loaders.train.steps_per_epoch // self.cfg.engine.grad_accum
+        if self.steps_per_epoch < 1:
+            raise ValueError("an epoch holds less than one optimizer step: more data or a smaller batch is needed")
+        total = self.d["total_epochs"] * self.steps_per_epoch
+        self.total_steps = min(total, self.cfg.max_steps or total)
+        self.criterion = SoftTargetCrossEntropy()
+        self.bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not self.env.is_main, unit="step")
+        self._ready: float = time.perf_counter()  # when the previous micro-batch finished
+        self._reset_window()
+        self._time_due = False
+        self._bad_in_row = 0
+        self._last_save = time.monotonic()
+
+    def fit(self) -> None:
+        train = self.loaders.train
+        while self.state.step < self.total_steps:
+            train.set_epoch(self.state.epoch)  # no-op when resuming mid-epoch
+            for images, labels in train:
+                if self._micro_step(images, labels):
+                    self._after_step()
+                    if self.state.step >= self.total_steps:
+                        break
+            if train.epoch > self.state.epoch or len(train) == 0:  # the epoch's batches are all used
+                self.state.epoch += 1
+                every = self.cfg.eval.every_epochs
+                if every and self.state.epoch % every == 0:
+                    self.validate()
+        self.bar.close()
+
+    def _micro_step(self, images: Tensor, labels: Tensor) -> bool:
+        """Forward/backward one micro-batch; True when DeepSpeed took an optimizer step."""
+        start = time.perf_counter()
+        self._data_wait += start - self._ready
+        train, device = self.loaders.train, self.engine.device
+        seed_everything(step_seed(self.cfg.seed, train.epoch, train.step, self.env.rank))
+        x, y = self.loaders.augment(images.to(device, non_blocking=True), labels.to(device))
+        self.engine.set_lr(lr_at(self.state.step, self.steps_per_epoch, self.cfg.sched, self.d))
+        loss = self.criterion(self.engine.forward(x).float(), y)
+        minutes = self.cfg.checkpoint.every_minutes
+        due = minutes is not None and time.monotonic() - self._last_save > minutes * 60
+        flags = torch.tensor([float(not bool(torch.isfinite(loss))), float(due)], device=device)
+        if tdist.is_initialized():
+            tdist.all_reduce(flags, op=tdist.ReduceOp.MAX)
+        self._time_due = bool(flags[1])
+        if flags[0]:  # skip on every rank: no backward, no step, DeepSpeed's counters untouched
+            self._skip()
+            return False
+        self._bad_in_row = 0
+        self.engine.backward(loss)
+        stepped = self.engine.step()
+        self._loss_sum += loss.detach().double()
+        self._micro += 1
+        self._step_time += time.perf_counter() - start
+        self._ready = time.perf_counter()
+        return stepped
+
+    def _skip(self) -> None:
+        self._bad_in_row += 1
+        self.state.skipped += 1
+        self._ready = time.perf_counter()
+        if self._bad_in_row >= MAX_BAD_STEPS:
+            last = self.ckpt.last_step
+            where = f"step {last} in {self.ckpt.dir}" if last is not None else "none (no checkpoint was written)"
+            raise NonFiniteLoss(
+                f"the loss was not finite for {MAX_BAD_STEPS} micro-batches in a row at step {self.state.step}; "
+                f"stopped without saving. Last good checkpoint: {where}. Lower optim.lr or raise sched.warmup_epochs"
+            )
+
+    def _after_step(self) -> None:
+        self.state.step += 1
+        step = self.state.step
+        if self.ema is not None:
+            self.ema.update()
+        self.bar.update(1)
+        if step % self.cfg.log_every == 0 or step == self.total_steps:
+            self._log()
+        every = self.cfg.checkpoint.every_steps
+        if (every and step % every == 0) or self._time_due:
+            self.save()
+
+    def _log(self) -> None:
+        sums = torch.stack([self._loss_sum, torch.tensor(float(self._micro), dtype=torch.float64)])
+        if tdist.is_initialized():
+            tdist.all_reduce(sums)
+        steps = self.state.step - self._window_start
+        wall = time.perf_counter() - self._window_t0
+        images_per_sec = steps * self.d["global_batch"] / wall
+        record: dict[str, Any] = {
+            "step": self.state.step,
+            "epoch": self.state.step / self.steps_per_epoch,
+            "train/loss": float(sums[0] / max(float(sums[1]), 1.0)),
+            "lr": lr_at(self.state.step - 1, self.steps_per_epoch, self.cfg.sched, self.d),
+            "grad_norm": self.engine.grad_norm(),
+            "throughput/images_per_sec": images_per_sec,
+            "throughput/images_per_sec_per_device": images_per_sec / self.env.world_size,
+            "throughput/mfu": self.flops_per_step * steps / wall / (self.env.world_size * self.peak_flops),
+            "time/step_s": wall / steps,
+            "time/data_wait_s": self._data_wait / steps,
+            "time/compute_s": self._step_time / steps,
+            "memory/peak_gb": memory_gb(self.engine.device),
+        }
+        self.metrics.log(record)
+        self.bar.set_postfix(loss=f"{record['train/loss']:.4f}", lr=f"{record['lr']:.2e}")
+        self._reset_window()
+
+    def _reset_window(self) -> None:
+        self._loss_sum = torch.zeros((), dtype=torch.float64)
+        self._micro, self._data_wait, self._step_time = 0, 0.0, 0.0
+        self._window_start, self._window_t0 = self.state.step, time.perf_counter()
+        self._ready = time.perf_counter()
+
+    def validate(self) -> dict[str, float]:
+        """Evaluate the model (and its EMA), log ``val/*`` (``val_ema/*``), track the best top-1."""
+        start = time.perf_counter()
+        self.engine.train(False)
+        out = {f"val/{k}": v for k, v in self._eval().items()}
+        if self.ema is not None and self.cfg.ema.eval:
+            with self.ema.swapped():
+                out |= {f"val_ema/{k}": v for k, v in self._eval().items()}
+        self.engine.train(True)
+        for key in ("val/top1", "val/top5", "val_ema/top1", "val_ema/top5"):
+            if key in out:
+                self.state.best[key] = max(self.state.best.get(key, -math.inf), out[key])
+        self.state.last_val, self.state.val_step = out, self.state.step
+        self.metrics.log({"step": self.state.step, "epoch": self.state.epoch, **out})
+        self._window_t0 += time.perf_counter() - start  # evaluation time is not training throughput
+        self._ready = time.perf_counter()
+        return out
+
+    def _eval(self) -> dict[str, float]:
+        return evaluate(self.engine.forward, self.loaders.val, self.loaders.augment, self.engine.device)
+
+    def save(self) -> None:
+        start = time.perf_counter()
+        rank_state = dict(trainer=asdict(self.state), loader=self.loaders.train.state_dict())
+        meta = dict(epoch=self.state.epoch, config_hash=self.config_hash, zero_stage=self.cfg.engine.zero_stage,
+                    tracking_run_id=self.state.tracking_run_id, model=self.cfg.model.name)  # fmt: skip
+        self.ckpt.save(self.state.step, rank_state, meta)
+        self._last_save = time.monotonic()
+        self._time_due = False
+        self._window_t0 += time.perf_counter() - start  # saving time is not training throughput
+        self._ready = time.perf_counter()
