@@ -14,6 +14,7 @@ from timm.models._manipulate import named_apply
 from torch import Tensor, nn
 
 from ._common import build
+from ._head import TokenClassifier, check_global_pool
 from .layers import (
     PatchTokenizer,
     StructureAwareTokenizer,
@@ -64,7 +65,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[s
     return state_dict
 
 
-class MlpMixerTrunk(nn.Module):
+class MlpMixerTrunk(TokenClassifier):
     """Tokenizer -> blocks -> norm -> mean over tokens -> head; what SWAT Mixer and SWAT ResMLP share.
 
     Subclasses pass ``make_block`` (the family's block) and ``norm_layer``. ``swat_tokens=False`` swaps the
@@ -100,7 +101,7 @@ class MlpMixerTrunk(nn.Module):
         self.patch_size = patch_size
         self.grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         self.num_tokens = self.grid[0] * self.grid[1]
-        self.num_classes, self.global_pool = num_classes, global_pool
+        self.num_classes, self.global_pool = num_classes, check_global_pool(global_pool)
         self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
         self.tokenizer: nn.Module
         if swat_tokens:
@@ -128,14 +129,9 @@ class MlpMixerTrunk(nn.Module):
                 f"is built for exactly N={self.num_tokens} tokens; build the model with img_size=({height}, {width})"
             )
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         if global_pool is not None:
-            if global_pool not in ("", "avg"):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
+            self.global_pool = check_global_pool(global_pool)
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:  # a fresh head starts at zero like the constructed one (SWAT_SPEC 3.8)
@@ -153,14 +149,6 @@ class MlpMixerTrunk(nn.Module):
         self._check_input(x)
         x_BNC, _ = self.tokenizer(x)
         return self.norm(self.blocks(x_BNC))
-
-    def forward_head(self, x_BNC: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x_BNC.mean(dim=1) if self.global_pool == "avg" else x_BNC
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(
         self,

@@ -22,13 +22,14 @@ from timm.models.swin_transformer import checkpoint_filter_fn as timm_swin_filte
 from torch import Tensor, nn
 
 from ._common import build, swat_cfg
+from ._head import TokenClassifier, check_global_pool
 from .layers import PatchTokenizer, StructureAwareTokenizer, check_input_size, grid_map
 from .swin_blocks import PatchMerging, StructureMerging, SwinStage
 
 PATCH = 4  # stem stride 2 x alpha 2
 
 
-class SwatSwin(nn.Module):
+class SwatSwin(TokenClassifier):
     """Swin with structure-aware tokenization (``swat_tokens``) and mixing (``swat_mixing``).
 
     Both on is SWAT; either off gives the paper's ablations (baseline patchify + LN; baseline Swin blocks and
@@ -65,13 +66,11 @@ class SwatSwin(nn.Module):
         swat_mixing: bool = True,
     ) -> None:
         super().__init__()
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         stages = len(depths)
         if not len(num_heads) == len(attn_kernels) == len(mlp_kernels) == len(merge_kernels) + 1 == stages:
             raise ValueError("num_heads, attn_kernels, mlp_kernels need one entry per stage, merge_kernels one less")
         self.num_classes = num_classes
-        self.global_pool = global_pool
+        self.global_pool = check_global_pool(global_pool)
         self.size_multiple = PATCH * 2 ** (stages - 1)
         self.size_constraint = f"Swin (patch {PATCH} x 2^{stages - 1} patch merges)"
         img_hw: tuple[int, int] = to_2tuple(img_size)
@@ -147,15 +146,10 @@ class SwatSwin(nn.Module):
             ]
         return dict(stem=r"^tokenizer", blocks=blocks)
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
         if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
+            self.global_pool = check_global_pool(global_pool)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def _tokens(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
@@ -169,14 +163,6 @@ class SwatSwin(nn.Module):
         for stage in self.layers:
             x_BNC, grid = stage(x_BNC, grid)
         return self.norm(x_BNC)
-
-    def forward_head(self, x_BNC: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x_BNC.mean(dim=1) if self.global_pool == "avg" else x_BNC
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(
         self,

@@ -17,11 +17,12 @@ from timm.models.vision_transformer import checkpoint_filter_fn as timm_vit_filt
 from torch import Tensor, nn
 
 from ._common import build, swat_cfg
+from ._head import TokenClassifier, check_global_pool
 from .layers import PatchTokenizer, StructureAwareTokenizer, check_input_size, grid_map
 from .vit_blocks import Block
 
 
-class SwatVisionTransformer(nn.Module):
+class SwatVisionTransformer(TokenClassifier):
     """DeiT/ViT with structure-aware tokenization (``swat_tokens``) and mixing (``swat_mixing``).
 
     Both on is SWAT; either off gives the paper's two ablations. ``alpha`` is the within-token grid
@@ -52,11 +53,9 @@ class SwatVisionTransformer(nn.Module):
         dynamic_img_size: bool = False,
     ) -> None:
         super().__init__()
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '' (no class token), got {global_pool!r}")
         check_input_size(img_size, img_size, patch_size, f"a patch-{patch_size} model")
         self.num_classes = num_classes
-        self.global_pool = global_pool
+        self.global_pool = check_global_pool(global_pool)
         self.num_features = self.embed_dim = embed_dim
         self.patch_size = patch_size
         self.dynamic_img_size = dynamic_img_size
@@ -120,13 +119,10 @@ class SwatVisionTransformer(nn.Module):
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(stem=r"^pos_embed|^tokenizer", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
         if global_pool is not None:
-            self.global_pool = global_pool
+            self.global_pool = check_global_pool(global_pool)
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def _embed(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
@@ -149,14 +145,6 @@ class SwatVisionTransformer(nn.Module):
         for blk in self.blocks:
             x_BNC = blk(x_BNC, grid)
         return self.norm(x_BNC)
-
-    def forward_head(self, x_BNC: Tensor, pre_logits: bool = False) -> Tensor:
-        x_BC = x_BNC.mean(dim=1) if self.global_pool == "avg" else x_BNC[:, 0]
-        x_BC = self.head_drop(x_BC)
-        return x_BC if pre_logits else self.head(x_BC)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(
         self,

@@ -103,3 +103,19 @@ def test_any_resolution(name, size):
 def test_unknown_name_suggests_the_closest():
     with pytest.raises(ValueError, match="swat_deit_tiny_patch16_224"):
         create_model("swat_deit_tiny_patch16")
+
+
+@pytest.mark.parametrize("name", [e.name for e in ZOO if e.params is None])  # one micro model per family
+def test_unpooled_head_returns_tokens_and_bad_pools_are_refused(name):
+    model = timm.create_model(name, global_pool="").eval()
+    size = _size(model)
+    with torch.no_grad():
+        tokens = model.forward_features(torch.randn(1, 3, size, size))
+        assert torch.equal(model.forward_head(tokens, pre_logits=True), tokens)  # no class token to pick
+        pooled = timm.create_model(name).eval()
+        pooled.load_state_dict(model.state_dict())
+        torch.testing.assert_close(pooled.forward_head(tokens, pre_logits=True), tokens.mean(1))
+    with pytest.raises(ValueError, match="global_pool"):
+        timm.create_model(name, global_pool="token")
+    with pytest.raises(ValueError, match="global_pool"):
+        model.reset_classifier(3, global_pool="max")
