@@ -23,6 +23,24 @@ def _loader(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data.bench import machine
+    from .train.bench import bench_pair, render
+
+    rows = bench_pair(args.name, args.batch, steps=args.steps, rounds=args.rounds, device=args.device)
+    dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    label = torch.cuda.get_device_name() if dev.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    text = render(rows, args.batch, label, machine())
+    print(text)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write("\n" + text)
+        print(f"appended to {args.out}")
+    return 0
+
+
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks (recorded in docs/benchmarks.md)")
     cmds = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH_COMMAND")
@@ -33,6 +51,15 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     loader.add_argument("--root", default=None, help="keep the data here (reused next time) instead of a temp dir")
     loader.add_argument("--out", default="docs/benchmarks.md", help="append the table here ('' to skip)")
     loader.set_defaults(func=_loader)
+
+    model = cmds.add_parser("model", help="training images/s and MFU of a SWAT model beside its baseline")
+    model.add_argument("name", help="a SWAT model, e.g. swat_deit_small_patch16_224")
+    model.add_argument("--batch", type=int, default=256)
+    model.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    model.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best counts")
+    model.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    model.add_argument("--out", default="docs/benchmarks.md", help="append the table here ('' to skip)")
+    model.set_defaults(func=_model)
 
 
 def os_cpus() -> int:
