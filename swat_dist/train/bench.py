@@ -4,11 +4,13 @@ One process, one device, synthetic batches already on the device: this measures 
 backward, AdamW step), not the data or communication. bf16 autocast on CUDA, fp32 on CPU (bf16 is ~13x
 slower there, PLATFORM.md). The two models alternate over rounds and each keeps its best round, so a
 busy spell on a shared machine does not decide the ratio. MFU = 3 x 2 x fvcore forward MACs per image
-x images/s / the device's peak (``train.metrics.peak_flops``).
+x images/s / the device's peak (``train.metrics.peak_flops``); on a CPU only with SWAT_DIST_PEAK_TFLOPS.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from typing import Any
 
@@ -16,7 +18,7 @@ import timm
 import torch
 from torch import nn
 
-from ..models.complexity import count_gflops
+from ..models.complexity import count_gflops, create_unfused
 from ..models.zoo import BASELINE_OF
 from .metrics import peak_flops, train_flops_per_image
 
@@ -49,7 +51,7 @@ def bench_pair(
     for n in names:
         model: Any = timm.create_model(n)  # timm models: pretrained_cfg, num_classes
         size = int(model.pretrained_cfg["input_size"][-1])
-        gmacs = count_gflops(model, size)
+        gmacs = count_gflops(create_unfused(n), size)  # fvcore cannot see fused attention
         model = model.to(dev).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         x = torch.randn(batch, 3, size, size, device=dev)
@@ -60,7 +62,9 @@ def bench_pair(
         for n in names:
             r = runs[n]
             r["best"] = min(r["best"], _step_time(r["model"], r["opt"], r["x"], r["y"], steps))
-    peak = peak_flops(dev)
+    # A CPU has no peak we can know here: MFU only when the user gives one (SWAT_DIST_PEAK_TFLOPS).
+    known = dev.type == "cuda" or "SWAT_DIST_PEAK_TFLOPS" in os.environ
+    peak = peak_flops(dev) if known else float("nan")
     rows: list[dict[str, float | str]] = []
     for n in names:
         r = runs[n]
@@ -70,6 +74,10 @@ def bench_pair(
     rows[0]["step_ratio"] = rows[0]["step_s"] / rows[1]["step_s"]  # type: ignore[operator]
     rows[0]["flops_ratio"] = rows[0]["gflops"] / rows[1]["gflops"]  # type: ignore[operator]
     return rows
+
+
+def _pct(value: float | str) -> str:
+    return "-" if isinstance(value, str) or math.isnan(value) else f"{value:.1%}"
 
 
 def render(rows: list[dict[str, float | str]], batch: int, device: str, machine: str) -> str:
@@ -86,6 +94,6 @@ def render(rows: list[dict[str, float | str]], batch: int, device: str, machine:
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['step_s']:.3f} | {r['images_per_sec']:,.1f} | {r['gflops']:.3f} | {r['mfu']:.1%} |"
+            f"| {r['model']} | {r['step_s']:.3f} | {r['images_per_sec']:,.1f} | {r['gflops']:.3f} | {_pct(r['mfu'])} |"
         )
     return "\n".join(lines) + "\n"
