@@ -23,7 +23,14 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models.swin_transformer import window_partition, window_reverse
 from torch import Tensor, nn
 
-from .layers import ConvMlpGeneral, StructuredLinear, grid_map, map_from_tokens, tokens_from_grid, tokens_from_map
+from .layers import (
+    ConvMlpGeneral,
+    attention_projections,
+    grid_map,
+    map_from_tokens,
+    tokens_from_grid,
+    tokens_from_map,
+)
 
 Size = tuple[int, int]
 MASKED = -100.0  # Swin's additive mask value: a masked pair keeps a softmax weight of ~exp(-100) = 4e-44
@@ -105,14 +112,7 @@ class WindowAttention(nn.Module):
         trunc_normal_(self.relative_position_bias_table, std=0.02)
         # Derived from the window alone, so kept out of checkpoints.
         self.register_buffer("relative_position_index", relative_position_index(window, window), persistent=False)
-        self.qkv: nn.Module
-        self.proj: nn.Module
-        if alpha is None:
-            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-            self.proj = nn.Linear(dim, dim)
-        else:
-            self.qkv = StructuredLinear(dim, 3 * dim, alpha, kernel_size, bias=qkv_bias, conv_bias=qkv_bias)
-            self.proj = StructuredLinear(dim, dim, alpha, kernel_size)
+        self.qkv, self.proj = attention_projections(dim, alpha, kernel_size, qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj_drop = nn.Dropout(proj_drop)
 

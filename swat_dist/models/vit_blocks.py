@@ -11,7 +11,7 @@ from __future__ import annotations
 from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
-from .layers import ConvMlpGeneral, StructuredLinear, grid_map, tokens_from_grid
+from .layers import ConvMlpGeneral, attention_projections, grid_map, tokens_from_grid
 
 
 class Attention(nn.Module):
@@ -36,14 +36,7 @@ class Attention(nn.Module):
             raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.qkv: nn.Module
-        self.proj: nn.Module
-        if alpha is None:
-            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-            self.proj = nn.Linear(dim, dim)
-        else:
-            self.qkv = StructuredLinear(dim, dim * 3, alpha, kernel_size, bias=qkv_bias, conv_bias=qkv_bias)
-            self.proj = StructuredLinear(dim, dim, alpha, kernel_size, bias=True, conv_bias=qkv_bias)
+        self.qkv, self.proj = attention_projections(dim, alpha, kernel_size, qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj_drop = nn.Dropout(proj_drop)
 

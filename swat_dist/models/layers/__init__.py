@@ -11,7 +11,7 @@ from .structure import (
     tokens_from_map,
     tokens_from_segment_maps,
 )
-from .structured_linear import StructuredLinear
+from .structured_linear import StructuredLinear, attention_projections
 from .tokenizer import PatchTokenizer, StructureAwareTokenizer, check_input_size
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "PatchTokenizer",
     "StructureAwareTokenizer",
     "StructuredLinear",
+    "attention_projections",
     "check_input_size",
     "grid_map",
     "map_from_tokens",

@@ -33,3 +33,17 @@ class StructuredLinear(nn.Module):
     def forward(self, x_BNC: Tensor) -> Tensor:
         conv = tokens_from_images(self.conv(token_images(x_BNC, self.alpha)), x_BNC.shape[0])
         return 0.5 * (conv + self.linear(x_BNC))
+
+
+def attention_projections(
+    dim: int, alpha: int | None, kernel_size: int, qkv_bias: bool = True
+) -> tuple[nn.Module, nn.Module]:
+    """The qkv (dim -> 3 dim) and output (dim -> dim) projections of an attention layer.
+
+    Plain Linears, or with ``alpha`` set SWAT's :class:`StructuredLinear` pair (SWAT_SPEC 3.2, 3.5): both
+    convs carry a bias when ``qkv_bias`` does, as in the official ConvAttention; the output Linear always does.
+    """
+    if alpha is None:
+        return nn.Linear(dim, 3 * dim, bias=qkv_bias), nn.Linear(dim, dim)
+    qkv = StructuredLinear(dim, 3 * dim, alpha, kernel_size, bias=qkv_bias, conv_bias=qkv_bias)
+    return qkv, StructuredLinear(dim, dim, alpha, kernel_size, bias=True, conv_bias=qkv_bias)
