@@ -57,7 +57,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, ema: bool = False) -> dict
     from ..dist import read_env
     from .engine import destroy, device_for, init_distributed
     from .evaluate import evaluate
-    from .run import build_model
+    from .finetune import build_model
 
     env = read_env()
     device = device_for(env)
