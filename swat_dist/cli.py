@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from .bench_cli import add_bench_parser
 from .config_cli import add_config_parser
 from .data.commands import add_data_parser
+from .launch.commands import add_launch_parsers
 from .train.commands import add_train_parsers
 
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_parser(sub)
     add_bench_parser(sub)
     add_train_parsers(sub)
+    add_launch_parsers(sub)
     return parser
 
 

@@ -90,6 +90,8 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
     )  # fmt: skip
     start, first_step = time.perf_counter(), state.step
     trainer.fit()
+    if trainer.stopped:  # a stop signal (preemption): checkpoint written; the resumed run evaluates and sums up
+        return {"stopped": True, "steps": state.step, "world_size": env.world_size}
     train_wall = time.perf_counter() - start
     if cfg.eval.at_end and state.val_step != state.step:
         trainer.validate()

@@ -1,8 +1,9 @@
 """The training loop: one optimizer step after another, with logging, evaluation and checkpoints on cadence.
 
 Every collective happens at the same point on every rank: one small all-reduce per micro-batch (is
-any rank's loss non-finite? is any rank's checkpoint timer due? - it costs one latency-bound
-collective, and keeps ranks from disagreeing about skipping or saving), one per logged step (the
+any rank's loss non-finite? is any rank's checkpoint timer due? did any rank get a stop signal, see
+:mod:`.preempt`? - it costs one latency-bound collective, and keeps ranks from disagreeing about
+skipping, saving or stopping), one per logged step (the
 mean loss), and the evaluation and checkpoint collectives at deterministic steps.
 """
 
@@ -24,6 +25,7 @@ from ..config import Config, Derived
 from ..data.build import Loaders
 from ..data.loader import seed_everything
 from ..dist import DistEnv
+from . import preempt
 from .checkpoint import CheckpointManager
 from .ema import EMA
 from .engine import Engine
@@ -85,16 +87,20 @@ class Trainer:
         self._time_due = False
         self._bad_in_row = 0
         self._last_save = time.monotonic()
+        self._stop_asked = False  # some rank got a stop signal (agreed through the flags all-reduce)
+        self.stopped = False  # fit() returned early on a stop request, after a collective save
 
     def fit(self) -> None:
         train = self.loaders.train
-        while self.state.step < self.total_steps:
+        while self.state.step < self.total_steps and not self.stopped:
             train.set_epoch(self.state.epoch)  # no-op when resuming mid-epoch
             for images, labels in train:
                 if self._micro_step(images, labels):
                     self._after_step()
-                    if self.state.step >= self.total_steps:
+                    if self.state.step >= self.total_steps or self._stop_if_asked():
                         break
+            if self.stopped:  # leave before the epoch bookkeeping: the resumed run does it, as without a stop
+                break
             if train.epoch > self.state.epoch or len(train) == 0:  # the epoch's batches are all used
                 self.state.epoch += 1
                 every = self.cfg.eval.every_epochs
@@ -113,10 +119,12 @@ class Trainer:
         loss = self.criterion(self.engine.forward(x).float(), y)
         minutes = self.cfg.checkpoint.every_minutes
         due = minutes is not None and time.monotonic() - self._last_save > minutes * 60
-        flags = torch.tensor([float(not bool(torch.isfinite(loss))), float(due)], device=device)
+        flags = torch.tensor([float(not bool(torch.isfinite(loss))), float(due), float(preempt.requested())],
+                             device=device)  # fmt: skip
         if tdist.is_initialized():
             tdist.all_reduce(flags, op=tdist.ReduceOp.MAX)
         self._time_due = bool(flags[1])
+        self._stop_asked = self._stop_asked or bool(flags[2])
         if flags[0]:  # skip on every rank: no backward, no step, DeepSpeed's counters untouched
             self._skip()
             return False
@@ -128,6 +136,14 @@ class Trainer:
         self._step_time += time.perf_counter() - start
         self._ready = time.perf_counter()
         return stepped
+
+    def _stop_if_asked(self) -> bool:
+        """At an optimizer-step boundary after an agreed stop request: one collective save, then stop."""
+        if self._stop_asked and not self.stopped:
+            if self.ckpt.last_step != self.state.step:
+                self.save()
+            self.stopped = True
+        return self.stopped
 
     def _skip(self) -> None:
         self._bad_in_row += 1

@@ -1,0 +1,178 @@
+"""Cluster profiles (``launch/clusters/NAME.yaml``): WHERE a run goes, kept apart from WHAT it trains.
+
+A profile names the Slurm partition, account, QoS, constraint, time limit, resources per task, extra
+sbatch options, environment and the preemption policy (signal, lead time, requeue bound). :func:`resolve`
+combines it with the command line (``--nodes``, ``--gpus-per-node``) and the training config into the
+:class:`Plan` that is submitted, after checking everything that can be checked before submitting: an
+error here costs nothing, one found by Slurm or by the job costs a queue wait. No torch import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ..config import Config, check_runtime, derived
+
+Executor = Literal["auto", "slurm", "local"]
+CLUSTERS_DIR = Path(__file__).resolve().parents[2] / "launch" / "clusters"
+
+
+@dataclass(frozen=True)
+class ClusterProfile:
+    name: str
+    source: str  # the file it came from, for messages
+    executor: Executor = "auto"  # auto: Slurm where `srun` exists, else submitit's local executor
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    time: str | int = "01:00:00"  # Slurm syntax (D-HH:MM:SS, HH:MM:SS, MM) or minutes
+    nodes: int = 1
+    gpus_per_node: int = 0  # 0: a CPU cluster (gloo), with tasks_per_node tasks per node
+    tasks_per_node: int = 1  # CPU clusters only: on GPU clusters it is one task per GPU
+    cpus_per_task: int | None = None
+    mem_per_task_gb: float | None = None
+    sbatch: dict[str, Any] = field(default_factory=dict)  # extra sbatch options, e.g. {exclusive: true}
+    setup: list[str] = field(default_factory=list)  # shell lines before srun (module load, venv activation)
+    env: dict[str, str] = field(default_factory=dict)  # exported to every task
+    signal: str = "USR2"  # sent before the time limit / on preemption (NCCL owns USR1)
+    signal_lead_s: int = 90
+    max_requeues: int = 3  # requeues after a stop signal, counted by SLURM_RESTART_COUNT
+
+
+def known_profiles(directory: Path = CLUSTERS_DIR) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
+
+
+def load_profile(name: str, directory: Path | None = None) -> ClusterProfile:
+    """The profile ``name`` from ``launch/clusters/`` (or ``$SWAT_CLUSTERS_DIR``), or a YAML file path."""
+    folder = directory or Path(os.environ.get("SWAT_CLUSTERS_DIR") or CLUSTERS_DIR)
+    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(known_profiles(folder)) or "none"
+        raise ValueError(f"--cluster: unknown cluster profile {name!r} (known in {folder}: {known})")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a cluster profile must be a mapping of settings")
+    allowed = [f.name for f in fields(ClusterProfile) if f.name not in ("name", "source")]
+    for key in raw:
+        if key not in allowed:
+            raise ValueError(f"{path}: unknown setting {key!r} (allowed: {', '.join(allowed)})")
+    profile = ClusterProfile(name=path.stem, source=str(path), **raw)
+    _check(profile)
+    return profile
+
+
+def _check(p: ClusterProfile) -> None:
+    where = p.source
+    if p.executor not in ("auto", "slurm", "local"):
+        raise ValueError(f"{where}: executor must be auto, slurm or local, got {p.executor!r}")
+    if p.executor != "local" and not p.partition:
+        raise ValueError(f"{where}: partition is required (the Slurm partition to submit to)")
+    for key in ("nodes", "tasks_per_node", "signal_lead_s"):
+        if not isinstance(getattr(p, key), int) or getattr(p, key) < 1:
+            raise ValueError(f"{where}: {key} must be an integer >= 1, got {getattr(p, key)!r}")
+    for key in ("gpus_per_node", "max_requeues"):
+        if not isinstance(getattr(p, key), int) or getattr(p, key) < 0:
+            raise ValueError(f"{where}: {key} must be an integer >= 0, got {getattr(p, key)!r}")
+    time_minutes(p.time, f"{where}: time")
+    from ..train.preempt import signal_number  # signal names only; no torch
+
+    signal_number(p.signal)
+
+
+def time_minutes(value: str | int, what: str = "time") -> int:
+    """Slurm's time syntax -> whole minutes (rounded up): ``90``, ``'1:30:00'``, ``'2-00:00:00'``."""
+    if isinstance(value, int) and value > 0:
+        return value
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(value).strip())
+    if not m:
+        raise ValueError(f"{what}: {value!r} is not a Slurm time (minutes, HH:MM:SS or D-HH:MM:SS)")
+    days, a, b, c = (int(x) if x else None for x in m.groups())
+    if b is None:  # "MM" or "D-HH"
+        seconds = (a or 0) * (3600 if days is not None else 60)
+    elif c is None:  # "MM:SS" or "D-HH:MM"
+        seconds = (a or 0) * 3600 + b * 60 if days is not None else (a or 0) * 60 + b
+    else:
+        seconds = (a or 0) * 3600 + b * 60 + c
+    seconds += (days or 0) * 86400
+    if seconds <= 0:
+        raise ValueError(f"{what}: {value!r} must be longer than zero")
+    return -(-seconds // 60)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One job, resolved: what is submitted (or printed by ``--dry-run``)."""
+
+    profile: ClusterProfile
+    executor: Literal["slurm", "local"]
+    nodes: int
+    gpus_per_node: int
+    tasks_per_node: int
+    time_min: int
+    run_dir: Path
+    folder: Path  # submitit's folder: batch scripts, pickles, logs
+    job_name: str
+    config_files: list[str]
+    overrides: list[str]
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.tasks_per_node
+
+
+def resolve(
+    cfg: Config, files: list[str], overrides: list[str], profile: ClusterProfile, *,
+    nodes: int | None, gpus_per_node: int | None, slurm_available: bool,
+) -> Plan:  # fmt: skip
+    """Combine config, profile and command line; raise ValueError naming the setting on any mismatch."""
+    executor = profile.executor if profile.executor != "auto" else ("slurm" if slurm_available else "local")
+    if executor == "slurm" and not slurm_available:
+        raise ValueError(f"{profile.source}: executor slurm, but there is no srun/sbatch here (not a Slurm login node)")
+    n = profile.nodes if nodes is None else nodes
+    g = profile.gpus_per_node if gpus_per_node is None else gpus_per_node
+    if n < 1:
+        raise ValueError(f"--nodes must be >= 1, got {n}")
+    if g < 0:
+        raise ValueError(f"--gpus-per-node must be >= 0, got {g}")
+    if executor == "local" and n != 1:
+        raise ValueError(f"--nodes: the local executor (no Slurm here) runs on this machine only; got {n} nodes")
+    tasks = g if g > 0 else profile.tasks_per_node  # one task per GPU: the layout dist.read_env expects
+    world = n * tasks
+    layout = f"--nodes {n} x {'--gpus-per-node ' + str(g) if g else 'tasks_per_node ' + str(tasks)} = {world} ranks"
+    try:
+        check_runtime(cfg, world, "cuda" if g > 0 else "cpu")
+    except ValueError as err:
+        raise ValueError(f"{layout}: {err}") from None
+    run_dir = Path(derived(cfg, world)["output_dir"]).absolute()
+    _check_resumable(run_dir, cfg.checkpoint.resume, world, layout)
+    overrides = [*overrides, f"output_dir={run_dir}"]  # the job's cwd may differ from ours; the run dir must not
+    return Plan(
+        profile=profile, executor=executor, nodes=n, gpus_per_node=g, tasks_per_node=tasks,
+        time_min=time_minutes(profile.time, f"{profile.source}: time"), run_dir=run_dir, folder=run_dir / "slurm",
+        job_name=f"swat-{cfg.run_name}", config_files=[str(Path(f).absolute()) for f in files], overrides=overrides,
+    )  # fmt: skip
+
+
+def _check_resumable(run_dir: Path, resume: str, world: int, layout: str) -> None:
+    """resume=auto in a run dir whose checkpoint has another world size would fail inside the job: say it now."""
+    if resume != "auto":
+        return
+    pointer = run_dir / "checkpoints" / "latest"
+    meta_path = run_dir / "checkpoints" / pointer.read_text().strip() / "meta.json" if pointer.is_file() else None
+    if meta_path is None or not meta_path.is_file():
+        return
+    written = json.loads(meta_path.read_text()).get("world_size")
+    if written is not None and written != world:
+        raise ValueError(
+            f"{layout}, but {meta_path.parent} (resumed by checkpoint.resume=auto) was written by {written} ranks: "
+            f"submit with {written} ranks, or start afresh (another output_dir, or checkpoint.resume=none)"
+        )

@@ -1,0 +1,185 @@
+"""The submitit seam (the only submitit importer): build the executor from a :class:`Plan`, submit the
+:class:`TrainJob`, and inside the job turn a stop signal into a collective save plus a requeue.
+
+Preemption, step by step (USERS.md 7-8: why others get it wrong):
+
+1. sbatch asks Slurm for ``--signal=USR2@LEAD``; submitit installs its requeue handler on that signal when
+   each task starts. :class:`TrainJob` replaces it with :mod:`swat_dist.train.preempt`'s flag setter and
+   keeps submitit's handler.
+2. On the signal every rank's trainer learns of it through its per-micro-batch all-reduce, finishes the
+   optimizer step, writes one collective checkpoint and returns ``{"stopped": True}``.
+3. Rank 0 then calls submitit's handler, which calls :meth:`TrainJob.checkpoint` (this same job: it
+   resumes with ``checkpoint.resume=auto``), re-pickles it, runs ``scontrol requeue`` and exits. The other
+   ranks wait to be ended by Slurm, so no task writes a result for the interrupted attempt.
+4. The requeued job (same id, same run dir) resumes from that checkpoint. After ``max_requeues`` requeues
+   (``SLURM_RESTART_COUNT``) the job stops with an error instead, its checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from ..dist import DistEnv, port_from_job, read_env
+from ..train import preempt
+from .profile import Plan
+
+REQUEUE_WAIT_S = 300  # how long ranks > 0 wait for Slurm to end them after rank 0 requeued the job
+
+
+class JobStopped(RuntimeError):
+    """A stop signal ended the job and it was not requeued (bound reached, or no Slurm to requeue)."""
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """One task of a training job: ``swat-dist train`` as a picklable callable (the same in every task)."""
+
+    def __init__(self, config_files: list[str], overrides: list[str], stop_signal: str, max_requeues: int) -> None:
+        self.config_files, self.overrides = config_files, overrides
+        self.stop_signal, self.max_requeues = stop_signal, max_requeues
+
+    def __call__(self) -> dict[str, Any]:
+        signum = preempt.install(self.stop_signal)  # after submitit installed its own: we keep it to chain
+        env = _dist_env()
+        from ..config import load_config
+        from ..train.run import run  # deepspeed and the model stack load here, inside the job only
+
+        summary = run(load_config(self.config_files, self.overrides), env)
+        if not summary.get("stopped"):
+            return summary
+        return self._requeue(env, signum, int(summary["steps"]))
+
+    def _requeue(self, env: DistEnv, signum: int, step: int) -> dict[str, Any]:
+        name = signal.Signals(preempt.received() or signum).name
+        where = f"stopped by {name} at step {step} after a checkpoint"
+        if env.launcher != "slurm":
+            raise JobStopped(f"{where}; the local executor does not requeue: submit again to resume")
+        if env.restart_count >= self.max_requeues:
+            raise JobStopped(
+                f"{where}; not requeued: the job was already requeued {env.restart_count} times "
+                f"(max_requeues {self.max_requeues} in the cluster profile); submit again to resume"
+            )
+        if env.rank != 0:
+            time.sleep(REQUEUE_WAIT_S)  # Slurm ends this task when rank 0's requeue takes effect
+            raise JobStopped(f"{where}; rank 0 did not requeue the job within {REQUEUE_WAIT_S} s")
+        handler = preempt.previous(signum)
+        print(f"[swat-dist] {where}: requeueing (restart {env.restart_count + 1} of at most {self.max_requeues})")
+        sys.stdout.flush()
+        if callable(handler):
+            handler(signum, None)  # submitit: checkpoint() -> re-pickle -> scontrol requeue -> sys.exit
+        raise JobStopped(f"{where}; submitit's requeue handler did not take over ({handler!r})")
+
+
+def _dist_env() -> DistEnv:
+    """Slurm tasks are read by dist.read_env from SLURM_*; the local executor has its own variables, which
+    we export under torchrun's names so that read_env (the one reader) sees the same layout."""
+    job = submitit.JobEnvironment()
+    if job.cluster != "slurm":
+        os.environ.update(
+            RANK=str(job.global_rank), LOCAL_RANK=str(job.local_rank), WORLD_SIZE=str(job.num_tasks),
+            LOCAL_WORLD_SIZE=str(job.num_tasks // max(job.num_nodes, 1)), MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port_from_job(str(job.job_id))),
+        )  # fmt: skip
+    return read_env()
+
+
+def slurm_available() -> bool:
+    return submitit.SlurmExecutor.affinity() > 0
+
+
+def _check_signal(plan: Plan) -> None:
+    # submitit reads SUBMITIT_PREEMPT_SIGNAL once, at import: commands.py sets it before importing us.
+    have = submitit.JobEnvironment._usr_sig()
+    if have != preempt.signal_number(plan.profile.signal):
+        raise ValueError(
+            f"{plan.profile.source}: signal {plan.profile.signal} but submitit was imported with "
+            f"{signal.Signals(have).name} (set SUBMITIT_PREEMPT_SIGNAL before importing submitit)"
+        )
+
+
+def slurm_parameters(plan: Plan) -> dict[str, Any]:
+    """The resolved sbatch parameters, in submitit's Slurm names (what --dry-run prints)."""
+    p = plan.profile
+    params: dict[str, Any] = dict(
+        job_name=plan.job_name, partition=p.partition, time=plan.time_min, nodes=plan.nodes,
+        ntasks_per_node=plan.tasks_per_node, signal_delay_s=p.signal_lead_s,
+    )  # fmt: skip
+    if plan.gpus_per_node:
+        params["gpus_per_node"] = plan.gpus_per_node
+    optional = dict(account=p.account, qos=p.qos, constraint=p.constraint, cpus_per_task=p.cpus_per_task)
+    params.update({k: v for k, v in optional.items() if v})
+    if p.mem_per_task_gb:
+        params["mem"] = f"{int(p.mem_per_task_gb * plan.tasks_per_node * 1024)}M"  # sbatch --mem is per node
+    env = {"SUBMITIT_PREEMPT_SIGNAL": p.signal.upper().removeprefix("SIG"), **p.env}
+    params["setup"] = [*p.setup, *(f"export {k}={shlex.quote(str(v))}" for k, v in env.items())]
+    # open-mode=append: a requeued job appends to its logs instead of truncating the attempt that failed
+    params["additional_parameters"] = {"open-mode": "append", **{k.replace("_", "-"): v for k, v in p.sbatch.items()}}
+    return params
+
+
+def sbatch_script(plan: Plan) -> str:
+    """The batch script submitit writes for this plan (rendered by submitit itself, so it cannot drift)."""
+    from submitit.slurm import slurm as submitit_slurm
+
+    folder = plan.folder / "%j"
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return submitit_slurm._make_sbatch_string(command=command, folder=folder, **slurm_parameters(plan))
+
+
+def make_executor(plan: Plan) -> submitit.AutoExecutor:
+    _check_signal(plan)
+    folder = plan.folder / "%j"  # one folder per job: scripts, pickles and logs of every attempt
+    if plan.executor == "local":
+        ex = submitit.AutoExecutor(folder=folder, cluster="local")
+        os.environ.update(plan.profile.env)  # the local job is our child: it inherits our environment
+        ex.update_parameters(timeout_min=plan.time_min, tasks_per_node=plan.tasks_per_node, nodes=1)
+        return ex
+    ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=plan.profile.max_requeues)
+    ex.update_parameters(**{f"slurm_{k}": v for k, v in slurm_parameters(plan).items()})
+    return ex
+
+
+def submit(plan: Plan) -> submitit.Job:
+    """Submit the plan's job; return submitit's handle (``.job_id``, ``.result()``, ``.paths``)."""
+    executor = make_executor(plan)
+    job = TrainJob(plan.config_files, plan.overrides, plan.profile.signal, plan.profile.max_requeues)
+    return executor.submit(job)
+
+
+def log_paths(job: submitit.Job) -> tuple[Path, Path]:
+    return Path(job.paths.stdout), Path(job.paths.stderr)
+
+
+class JobFailed(RuntimeError):
+    """The job ended without a summary; the message names its state, its error and its log."""
+
+
+def wait(job: submitit.Job, timeout_s: float | None = None, poll_s: float = 2.0) -> dict[str, Any]:
+    """Wait for the job's summary, asking Slurm for its state every ``poll_s`` seconds.
+
+    submitit's own wait checks the result file every second but asks Slurm at most every 10 minutes
+    once a job is old, so a job killed without writing a result (OOM, node failure, scancel) would keep
+    a caller waiting that long; polling sacct costs one short call per ``poll_s``.
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not job.done(force_check=True):
+        if deadline is not None and time.monotonic() > deadline:
+            raise JobFailed(f"job {job.job_id} did not finish within {timeout_s:.0f} s (state {job.state})")
+        time.sleep(poll_s)
+    try:
+        return job.results()[0]  # every task returns the summary; rank 0 speaks for the job
+    except Exception as err:  # submitit's FailedJobError / UncompletedJobError: keep the first useful lines
+        errlog = log_paths(job)[1]
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        # a Python exception's last line ("pkg.mod.SomeError: what"), else submitit's own first line
+        raised = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Stopped|Interrupt)\b", ln)]
+        cause = raised[-1] if raised else (lines[0] if lines else type(err).__name__)
+        raise JobFailed(f"job {job.job_id} failed ({job.state}): {cause}; log: {errlog}") from err
