@@ -13,6 +13,7 @@ from .bench_cli import add_bench_parser
 from .config_cli import add_config_parser
 from .data.commands import add_data_parser
 from .launch.commands import add_launch_parsers
+from .tracking.commands import add_tracking_parsers
 from .train.commands import add_train_parsers
 
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_parser(sub)
     add_bench_parser(sub)
     add_train_parsers(sub)
+    add_tracking_parsers(sub)
     add_launch_parsers(sub)
     return parser
 

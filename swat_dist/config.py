@@ -241,15 +241,25 @@ class EvalConfig(Node):
 
 @dataclass(frozen=True)
 class TrackingConfig(Node):
+    """Where rank 0 logs (README "Track and compare runs in MLflow")."""
+
     _key: ClassVar[str] = "tracking"
     backend: Literal["mlflow", "none"] = "mlflow"
-    experiment: str = "swat_dist"
-    uri: str | None = None  # None: env MLFLOW_TRACKING_URI, else the sqlite file in the working directory
+    experiment: str | None = None  # None: env MLFLOW_EXPERIMENT_NAME, else 'swat_dist'
+    # None: env MLFLOW_TRACKING_URI, else sqlite:///<output root>/mlflow.db (the folder holding the run folder)
+    uri: str | None = None
     run_name: str | None = None  # None: the run's name
-    system_metrics: bool = True
+    system_metrics: bool = True  # CPU, memory (and GPU) of each node, sampled in the background
+    system_metrics_interval_s: float = 10.0
+    log_weights: bool = False  # upload the exported fp32 (and EMA) weights at the end (model-sized upload)
+    start_timeout_s: float = 30.0  # how long the start waits for the run to open (then it opens in the background)
+    flush_timeout_s: float = 120.0  # how long the end waits for queued metrics to reach the store
+    http_timeout_s: float = 10.0  # one HTTP call to a tracking server (MLFLOW_HTTP_REQUEST_TIMEOUT wins if set)
 
     def _check(self) -> None:
-        self._need("experiment", bool(self.experiment), "must not be empty")
+        self._need("experiment", self.experiment is None or bool(self.experiment), "must not be empty")
+        self._range("system_metrics_interval_s", "http_timeout_s", lo=0, open_lo=True)
+        self._range("start_timeout_s", "flush_timeout_s", lo=0)
 
 
 @dataclass(frozen=True)

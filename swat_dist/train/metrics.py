@@ -51,7 +51,8 @@ def memory_gb(device: torch.device) -> float:
 class Tracker(Protocol):
     """An experiment tracker (MLflow comes in its own module); only rank 0 gets a real one."""
 
-    run_id: str | None
+    @property
+    def run_id(self) -> str | None: ...  # read-only: a tracker may learn its run id in the background
 
     def log_params(self, params: dict[str, Any]) -> None: ...
 

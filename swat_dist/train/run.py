@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,12 +33,45 @@ def build_model(cfg: Config) -> Any:
     )
 
 
-def make_tracker(cfg: Config, env: DistEnv) -> Tracker:
-    """Rank 0's tracker; every other rank (and ``tracking.backend: none``) gets the null one.
+def make_tracker(cfg: Config, env: DistEnv, run_dir: Path, state: TrainState, resume_from: Path | None) -> Tracker:
+    """Rank 0's MLflow tracker; every other rank (and ``tracking.backend: none``) gets the null one.
 
-    The MLflow backend lands with its own module; until then it is the null tracker too.
+    Resuming this run's own checkpoint continues its MLflow run and replays the ``metrics.jsonl`` lines
+    up to the checkpoint (the store skips those it has); a checkpoint of another run folder starts a new
+    run. A URI MLflow cannot use is reported once, and training goes on untracked.
     """
-    return NullTracker()
+    if not env.is_main or cfg.tracking.backend == "none":
+        return NullTracker()
+    from ..tracking.tracker import open_tracker
+
+    ours = resume_from is not None and run_dir.resolve() in resume_from.resolve().parents
+    replay = _logged_before(run_dir / "metrics.jsonl", state.step) if ours else []
+    reuse_file = cfg.checkpoint.resume != "none" and (ours or resume_from is None)
+    try:
+        tracker = open_tracker(cfg, env, run_dir, state.tracking_run_id if ours else None, replay, reuse_file)
+    except ValueError as err:
+        print(f"[tracking] warning: {err}; training goes on without tracking", file=sys.stderr)
+        return NullTracker()
+    if cfg.tracking.log_weights:
+        tracker.exporter = lambda: _export_weights(run_dir, ema=cfg.ema.enabled)
+    return tracker
+
+
+def _logged_before(path: Path, step: int) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` up to the checkpoint's step, evaluations at that step included: the
+    store keeps one of an evaluation the resumed run repeats, and keeps one the resumed run does not."""
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r["step"] <= step]
+
+
+def _export_weights(run_dir: Path, ema: bool) -> list[Path]:
+    from .export import export
+
+    out = run_dir / "tracking"
+    files = [export(run_dir, out / "model.safetensors")]
+    return files + ([export(run_dir, out / "model_ema.safetensors", ema=True)] if ema else [])
 
 
 def _forward_gmacs(model: nn.Module, img_size: int) -> float:
@@ -79,9 +114,8 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
         rank_state, _ = ckpt.load(resume_from, chash)
         state = TrainState(**rank_state["trainer"])
         loaders.train.load_state_dict(rank_state["loader"])
-    tracker = make_tracker(cfg, env) if env.is_main else NullTracker()
-    if state.tracking_run_id is None:
-        state.tracking_run_id = tracker.run_id
+    tracker = make_tracker(cfg, env, run_dir, state, resume_from)
+    state.tracking_run_id = tracker.run_id or state.tracking_run_id
     tracker.log_params({"config_hash": chash, "world_size": env.world_size, **{k: v for k, v in d.items()}})
     metrics = MetricsWriter(run_dir, tracker, state.step if resume_from else None) if env.is_main else NullMetrics()
     trainer = Trainer(

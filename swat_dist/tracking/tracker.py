@@ -1,0 +1,154 @@
+"""Rank 0's MLflow tracker: the training loop's side of the queue, the run-id file, and the final report.
+
+One run per training job. The run id is looked up in this order: the checkpoint being resumed
+(``TrainState.tracking_run_id``), ``RUN/tracking/run.json`` (written the moment the run is created, so a
+requeue that died before its first checkpoint still continues the run), ``MLFLOW_RUN_ID``; else a new run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import Config, to_dict
+from ..dist import DistEnv
+from .describe import check_uri, experiment_name, param_value, run_params, run_tags, tracking_uri, ui_command
+from .redact import redact, redact_text, redact_tree
+from .sender import Item, Sender, note, warn
+
+ID_FILE = Path("tracking") / "run.json"
+
+
+def read_run_id(run_dir: Path, uri: str) -> str | None:
+    """The run id a previous attempt of this job created in the same store, if any."""
+    try:
+        saved = json.loads((run_dir / ID_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return saved.get("run_id") if saved.get("uri") == redact_text(uri) else None
+
+
+def write_run_id(run_dir: Path, uri: str, experiment: str, run_id: str) -> None:
+    path = run_dir / ID_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"run_id": run_id, "uri": redact_text(uri), "experiment": experiment}) + "\n")
+    os.replace(tmp, path)
+
+
+class MlflowTracker:
+    """Implements the ``Tracker`` protocol of :mod:`swat_dist.train.metrics` by queueing (never blocking)."""
+
+    def __init__(self, sender: Sender, run_dir: Path, uri: str, experiment: str, flush_timeout_s: float,
+                 config_params: dict[str, str]) -> None:  # fmt: skip
+        self.sender, self.run_dir, self.uri, self.experiment = sender, run_dir, uri, experiment
+        # Sent with the first log_params call, whose resolved values (name, output_dir) replace the config's
+        # templates: one value per key, as MLflow params are write-once.
+        self.config_params: dict[str, str] | None = config_params
+        self.flush_timeout_s = flush_timeout_s
+        self.artifacts: list[tuple[Path, str | None]] = []  # (file, artifact folder) to upload at close
+        self.exporter: Callable[[], list[Path]] | None = None  # exported weights, made at close
+        self.closed = False
+        # A run that ends without close() (an exception, a preemption stop) still flushes its queue and is
+        # marked KILLED, not left RUNNING; a resume sets it RUNNING again. Not reached on SIGKILL.
+        atexit.register(self._at_exit)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.sender.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        given = {k: param_value(v) for k, v in redact(params).items()}
+        self.sender.put(Item("params", {**(self.config_params or {}), **given}))
+        self.config_params = None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now_ms = int(time.time() * 1000)  # fixed here, so a retried batch is the same points, not new ones
+        points = [(k, float(v), int(step), now_ms) for k, v in metrics.items()]
+        if points:
+            self.sender.put(Item("metrics", points, points=len(points)))
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Upload the artifacts, end the run, wait at most ``flush_timeout_s``; say where the run is."""
+        if self.closed:
+            return
+        self.closed = True
+        atexit.unregister(self._at_exit)
+        if self.config_params is not None:
+            self.log_params({})
+        self.sender.put(Item("artifacts", self._artifacts()))
+        self.sender.put(Item("end", status))
+        left = self.sender.close(self.flush_timeout_s)
+        where = f"MLflow run {self.run_id} (experiment {self.experiment!r}) in {redact_text(self.uri)}"
+        if left:
+            points = sum(i.points for i in left)
+            warn(
+                f"{points} metric values and {len(left) - sum(i.kind == 'metrics' for i in left)} other calls were not "
+                f"sent to {where} within {self.flush_timeout_s:.0f} s; every value is in "
+                f"{self.run_dir / 'metrics.jsonl'}, and resuming this run sends what is missing"
+            )
+        elif self.sender.dropped:
+            warn(f"{self.sender.dropped} metric values were refused by {where}; they are in metrics.jsonl")
+        note(f"{where}\n[tracking] view it: {ui_command(redact_text(self.uri))}")
+
+    def _at_exit(self) -> None:
+        self.close(status="KILLED")
+
+    def _artifacts(self) -> list[tuple[Path, str | None]]:
+        ends = (self.run_dir / "summary.json", self.run_dir / "metrics.jsonl")
+        files: list[tuple[Path, str | None]] = [(f, None) for f in ends if f.is_file()]
+        if self.exporter is not None:
+            try:
+                files += [(f, "weights") for f in self.exporter()]
+            except (OSError, ValueError) as err:
+                warn(f"exporting the weights for MLflow failed ({err}); the checkpoints are in {self.run_dir}")
+        return [*self.artifacts, *files]
+
+
+def open_tracker(cfg: Config, env: DistEnv, run_dir: Path, run_id: str | None, replay: list[dict[str, Any]],
+                 reuse_file: bool = True) -> MlflowTracker:  # fmt: skip
+    """Start rank 0's tracker; waits for the first attempt to open the run (``tracking.start_timeout_s`` at most).
+
+    ``replay``: records of ``metrics.jsonl`` the run may lack (sent unless already there).
+    Raises ValueError for a URI MLflow cannot log to (the caller trains without tracking).
+    """
+    t = cfg.tracking
+    uri, experiment = tracking_uri(t.uri, run_dir.parent), experiment_name(t.experiment)
+    check_uri(uri)
+    run_id = run_id or (read_run_id(run_dir, uri) if reuse_file else None) or os.environ.get("MLFLOW_RUN_ID")
+    from .mlflow_store import MlflowStore, fail_fast  # mlflow itself: ~1-2 s to import, only when tracking
+
+    fail_fast(t.http_timeout_s)
+    local = uri.startswith("sqlite:")
+    store = MlflowStore(
+        uri, experiment, run_id, t.run_name or cfg.run_name,
+        artifact_root=run_dir.parent / "mlartifacts" if local else None,
+        on_open=lambda rid: write_run_id(run_dir, uri, experiment, rid),
+    )  # fmt: skip
+    sender = Sender(store, where=f"MLflow at {redact_text(uri)}")
+    sender.put(Item("tags", run_tags(cfg, env)))
+    tracker = MlflowTracker(sender, run_dir, uri, experiment, t.flush_timeout_s, run_params(cfg, {}))
+    for record in replay:
+        tracker.log_metrics({k: v for k, v in record.items() if _number(v) and k != "step"}, int(record["step"]))
+    tracker.artifacts.append((_redacted_config(cfg, run_dir), None))
+    sender.attempted.wait(t.start_timeout_s)
+    return tracker
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _redacted_config(cfg: Config, run_dir: Path) -> Path:
+    """The resolved config as uploaded: ``config.yaml`` with credentials replaced."""
+    path = run_dir / "tracking" / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(redact_tree(to_dict(cfg)), sort_keys=False))
+    return path

@@ -1,0 +1,116 @@
+"""The background queue: puts never block, order is kept through an outage, one warning per outage,
+refused batches are dropped (not retried forever), and close waits a bounded time."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from swat_dist.tracking.sender import MAX_METRICS_PER_BATCH, Item, Sender
+
+
+class Down(ConnectionError):
+    pass
+
+
+class Refused(ValueError):
+    pass
+
+
+class FakeStore:
+    """Records what arrived; ``down`` fails every call, ``slow_s`` makes each send hang that long."""
+
+    def __init__(self, down: bool = False, slow_s: float = 0.0) -> None:
+        self.down, self.slow_s = down, slow_s
+        self.got: list[tuple[str, object]] = []
+        self.calls = 0
+        self.opened = threading.Event()
+
+    def open(self) -> str:
+        if self.down:
+            raise Down("no route to host")
+        self.opened.set()
+        return "run-1"
+
+    def send(self, items: list[Item]) -> None:
+        self.calls += 1
+        time.sleep(self.slow_s)
+        if self.down:
+            raise Down("connection refused")
+        if items[0].kind == "bad":
+            raise Refused("invalid value")
+        self.got += [(i.kind, p) for i in items for p in (i.payload if i.kind == "metrics" else [i.payload])]
+
+    def transient(self, err: BaseException) -> bool:
+        return isinstance(err, Down)
+
+
+def metrics(step: int, n: int = 1) -> Item:
+    return Item("metrics", [(f"k{i}", float(step), step, 0) for i in range(n)], points=n)
+
+
+def test_order_survives_an_outage_with_one_warning(capfd):
+    store = FakeStore()
+    sender = Sender(store, "fake", backoff_s=(0.05, 0.2))
+    assert store.opened.wait(5) and sender.run_id == "run-1"
+    sender.put(metrics(1))
+    store.down = True
+    for step in range(2, 40):
+        sender.put(metrics(step))
+    time.sleep(0.6)  # several retries while down
+    store.down = False
+    assert sender.close(timeout_s=10) == []
+    assert [p[2] for _, p in store.got] == list(range(1, 40))  # every step, once, in order
+    err = capfd.readouterr().err
+    assert err.count("warning") == 1 and err.count("answers again") == 1, err
+    assert store.calls < 40  # coalesced into batches, not one call per step
+
+
+def test_put_never_waits_on_a_hung_store_and_close_is_bounded():
+    store = FakeStore(slow_s=2.0)
+    sender = Sender(store, "fake")
+    assert store.opened.wait(5)
+    start = time.perf_counter()
+    for step in range(1, 1001):
+        sender.put(metrics(step, 15))
+    assert time.perf_counter() - start < 0.5  # ~1 us per put, whatever the store does
+    start = time.perf_counter()
+    left = sender.close(timeout_s=1.0)
+    assert time.perf_counter() - start < 1.5
+    assert sum(i.points for i in left) == 15 * 1000  # the first batch is still hanging: nothing lost, reported
+
+
+def test_store_down_from_the_start_then_back():
+    store = FakeStore(down=True)
+    sender = Sender(store, "fake", backoff_s=(0.05, 0.1))
+    assert sender.attempted.wait(5) and sender.run_id is None
+    sender.put(metrics(1))
+    store.down = False
+    assert sender.close(timeout_s=10) == [] and sender.run_id == "run-1"
+    assert store.got == [("metrics", ("k0", 1.0, 1, 0))]
+
+
+def test_a_refused_batch_is_dropped_and_the_rest_goes_through(capfd):
+    store = FakeStore()
+    sender = Sender(store, "fake")
+    sender.put(metrics(1, 3))
+    sender.put(Item("bad", None))
+    sender.put(metrics(2))
+    assert sender.close(timeout_s=10) == []
+    assert [p[2] for _, p in store.got] == [1, 1, 1, 2]
+    assert "refused ['bad']" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("sizes", [[600, 600], [1, MAX_METRICS_PER_BATCH], [10] * 250])
+def test_batches_respect_mlflows_limit(sizes):
+    store = FakeStore(slow_s=0.01)
+    seen: list[int] = []
+    real_send = store.send
+    store.send = lambda items: (seen.append(sum(i.points for i in items)), real_send(items))[1]  # type: ignore[method-assign]
+    sender = Sender(store, "fake")
+    for step, n in enumerate(sizes, 1):
+        sender.put(metrics(step, n))
+    assert sender.close(timeout_s=20) == []
+    assert max(seen) <= MAX_METRICS_PER_BATCH and sum(seen) == sum(sizes)
