@@ -116,7 +116,10 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
         loaders.train.load_state_dict(rank_state["loader"])
     tracker = make_tracker(cfg, env, run_dir, state, resume_from)
     state.tracking_run_id = tracker.run_id or state.tracking_run_id
-    tracker.log_params({"config_hash": chash, "world_size": env.world_size, **{k: v for k, v in d.items()}})
+    # for `swat-dist compare`: parameters, and GFLOPs as fvcore counts them (forward multiply-adds per image)
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    sizes = {"model_params_m": params_m, "model_gflops": flops_per_step / d["global_batch"] / train_flops_per_image(1)}
+    tracker.log_params({"config_hash": chash, "world_size": env.world_size, **d, **sizes})
     metrics = MetricsWriter(run_dir, tracker, state.step if resume_from else None) if env.is_main else NullMetrics()
     trainer = Trainer(
         cfg=cfg, env=env, d=d, engine=engine, loaders=loaders, ema=ema, ckpt=ckpt, metrics=metrics,

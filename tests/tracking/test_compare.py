@@ -1,0 +1,68 @@
+"""``swat-dist compare``: the table holds each run's numbers, the plots are written, errors are one line."""
+
+from __future__ import annotations
+
+import csv
+
+from swat_dist.cli import main
+from swat_dist.tracking.mlflow_store import MlflowStore
+from swat_dist.tracking.sender import Item
+
+RUNS = {  # model: (params M, GFLOPs, val top-1 per eval)
+    "swat_deit_micro_patch4_32": (0.3, 0.05, [40.0, 61.5, 60.0]),
+    "deit_micro_patch4_32": (0.3, 0.04, [35.0, 55.0, 57.25]),
+    "swat_mixer_micro": (0.5, 0.08, [50.0, 66.0, 70.0]),
+}
+
+
+def _log(uri: str, model: str, params_m: float, gflops: float, top1: list[float]) -> str:
+    store = MlflowStore(uri, "cmp", None, model)
+    rid = store.open()
+    variant = "swat" if model.startswith("swat_") else "baseline"
+    store.send([Item("tags", {"swat.model": model, "swat.variant": variant})])
+    store.send([Item("params", {"model_params_m": str(params_m), "model_gflops": str(gflops)})])
+    loss = [("train/loss", 2.0 / s, s, 1000 + s) for s in range(1, 31)]
+    speed = [("throughput/images_per_sec", 100.0 + s, s, 1000 + s) for s in range(1, 31)]
+    val = [("val/top1", v, 10 * (i + 1), 2000 + i) for i, v in enumerate(top1)]
+    store.send([Item("metrics", loss + speed + val, points=60 + len(val))])
+    store.send([Item("end", "FINISHED")])
+    return rid
+
+
+def test_compare_writes_the_table_and_plots(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ids = {m: _log(uri, m, *v) for m, v in RUNS.items()}
+    out = tmp_path / "cmp"
+    assert main(["compare", "--uri", uri, "--experiment", "cmp", "--out", str(out)]) == 0
+    rows = {r["model"]: r for r in csv.DictReader((out / "compare.csv").open())}
+    assert set(rows) == set(RUNS)
+    for model, (params_m, gflops, top1) in RUNS.items():
+        r = rows[model]
+        assert r["run_id"] == ids[model] and float(r["best_top1"]) == max(top1)
+        assert float(r["gflops"]) == gflops and float(r["params_m"]) == params_m
+        assert float(r["images_per_sec"]) == 115.5 and r["steps"] == "30" and r["status"] == "FINISHED"
+    assert rows["deit_micro_patch4_32"]["variant"] == "baseline"
+    table = (out / "compare.md").read_text()
+    assert table.startswith("| run_id | name | model | variant |") and table.count("\n") == 2 + len(RUNS)
+    for png in ("train_loss.png", "val_top1.png", "top1_vs_gflops.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # --runs picks runs by id
+    assert main(["compare", "--uri", uri, "--runs", ids["swat_mixer_micro"], "--out", str(tmp_path / "one")]) == 0
+    assert [r["model"] for r in csv.DictReader((tmp_path / "one" / "compare.csv").open())] == ["swat_mixer_micro"]
+
+
+def test_compare_errors_are_one_line(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["compare", "--uri", uri, "--out", str(tmp_path / "x")]) == 2
+    assert (
+        capsys.readouterr().err == f"swat-dist compare: error: no tracking database at {tmp_path / 'mlflow.db'} "
+        "(train with tracking on first, or pass --uri)\n"
+    )
+    _log(uri, "deit_micro_patch4_32", 0.3, 0.04, [1.0])
+    capsys.readouterr()
+    assert main(["compare", "--uri", uri, "--experiment", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == f"swat-dist compare: error: no experiment 'nope' in {uri}\n"
+    assert main(["compare", "--uri", uri, "--runs", "0123abc", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip().startswith("swat-dist compare: error:")
+    assert main(["tracking-server", "--backend-store-uri", "s3://bucket/x"]) == 2
+    assert "expected sqlite:///FILE" in capsys.readouterr().err
