@@ -64,8 +64,68 @@ def _sources(data: DataConfig, img_size: int, ev: dict[str, Any], num_classes: i
 
         assert data.path is not None
         return WdsSource(data.path, "train", train_tf, eval_tf), WdsSource(data.path, "val", train_tf, eval_tf)
-    # ffcv: converter and verify exist; its loader needs a seeded crop decoder first (docs/data.md)
-    raise ValueError(f"data.format {data.format!r} has no loader yet (available: folder, synthetic, wds)")
+    raise ValueError(f"data.format {data.format!r} has no loader (available: folder, synthetic, wds, ffcv)")
+
+
+def _ffcv_loaders(
+    data: DataConfig, size: int, ev: dict[str, Any], world_size: int, rank: int, seed: int
+) -> tuple[TrainLoader, ValLoader, list[str]]:
+    """FFCV's own decode/crop pipeline with our plan and seeds (:mod:`.ffcv_loader`); colour ops as timm's."""
+    from .ffcv_loader import BetonSplit, FfcvTrainLoader, FfcvValLoader, colour_transform
+
+    assert data.path is not None
+    train_split, val_split = BetonSplit(data.path, "train"), BetonSplit(data.path, "val")
+    colour = colour_transform(size, data.auto_augment, data.color_jitter, data.train_interpolation, ev["mean"])
+    train = FfcvTrainLoader(
+        train_split,
+        world_size=world_size,
+        rank=rank,
+        batch_size=data.batch_size,
+        size=size,
+        workers=data.workers,
+        seed=seed,
+        scale=data.scale,
+        ratio=data.ratio,
+        hflip=data.hflip,
+        colour=colour,
+    )
+    val = FfcvValLoader(
+        val_split,
+        world_size=world_size,
+        rank=rank,
+        batch_size=data.val_batch_size or data.batch_size,
+        size=size,
+        crop_pct=ev["crop_pct"],
+        workers=data.workers,
+    )
+    return train, val, train_split.classes
+
+
+def _planned_loaders(
+    data: DataConfig, size: int, ev: dict[str, Any], num_classes: int, world_size: int, rank: int, seed: int
+) -> tuple[TrainLoader, ValLoader, list[str]]:
+    """torch DataLoaders over a :class:`.loader.Source` (folder, wds, synthetic)."""
+    train_src, val_src = _sources(data, size, ev, num_classes, seed)
+    source: Source = train_src
+    train = TrainLoader(
+        source,
+        world_size=world_size,
+        rank=rank,
+        batch_size=data.batch_size,
+        workers=data.workers,
+        seed=seed,
+        # sharded sources read a few shards per batch instead of all of them (plan.shard_group_permutation)
+        shard_sizes=getattr(train_src, "shard_sizes", None),
+        shard_group=data.shard_group,
+    )
+    val = ValLoader(
+        val_src,
+        world_size=world_size,
+        rank=rank,
+        batch_size=data.val_batch_size or data.batch_size,
+        workers=data.workers,
+    )
+    return train, val, list(train_src.classes)
 
 
 def build_loaders(
@@ -81,30 +141,15 @@ def build_loaders(
     """This rank's loaders and the device-side augmentation for ``data`` (see :mod:`swat_dist.data.plan`)."""
     size = img_size or int(model_cfg.get("input_size", (3, 224, 224))[-1])
     ev = resolve_eval(data, model_cfg)
-    train_src, val_src = _sources(data, size, ev, num_classes, seed)
-    classes: list[str] = list(train_src.classes)
+    if data.format == "ffcv":
+        train, val, classes = _ffcv_loaders(data, size, ev, world_size, rank, seed)
+    else:
+        train, val, classes = _planned_loaders(data, size, ev, num_classes, world_size, rank, seed)
     if len(classes) > num_classes:
         raise ValueError(f"the data has {len(classes)} classes but model.num_classes is {num_classes}")
-    train: Source = train_src
     loaders = Loaders(
-        train=TrainLoader(
-            train,
-            world_size=world_size,
-            rank=rank,
-            batch_size=data.batch_size,
-            workers=data.workers,
-            seed=seed,
-            # sharded sources read a few shards per batch instead of all of them (plan.shard_group_permutation)
-            shard_sizes=getattr(train_src, "shard_sizes", None),
-            shard_group=data.shard_group,
-        ),
-        val=ValLoader(
-            val_src,
-            world_size=world_size,
-            rank=rank,
-            batch_size=data.val_batch_size or data.batch_size,
-            workers=data.workers,
-        ),
+        train=train,
+        val=val,
         augment=DeviceAugment(
             num_classes,
             mean=ev["mean"],

@@ -15,10 +15,13 @@ the whole split - raising inside an FFCV worker would hang the writer, which wai
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import queue
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +30,17 @@ from .images import ImageOptions, load_rgb
 
 _threads = torch.get_num_threads()
 import ffcv  # noqa: E402  (sets torch to 1 thread at import; restored below)
+import numba  # noqa: E402  (ffcv's JIT; imported here for its thread limit)
 from ffcv.fields import IntField, RGBImageField  # noqa: E402
+from ffcv.fields.basics import IntDecoder  # noqa: E402
+from ffcv.libffcv import imdecode, memcpy, resize_crop  # noqa: E402
+from ffcv.pipeline.allocation_query import AllocationQuery  # noqa: E402
+from ffcv.pipeline.compiler import Compiler  # noqa: E402
+from ffcv.pipeline.operation import Operation  # noqa: E402
+from ffcv.pipeline.pipeline_spec import PipelineSpec  # noqa: E402
+from ffcv.pipeline.state import State  # noqa: E402
 from ffcv.reader import Reader  # noqa: E402
+from ffcv.traversal_order.base import TraversalOrder  # noqa: E402
 
 torch.set_num_threads(_threads)
 
@@ -141,3 +153,164 @@ class Beton:
 def open_beton(path: str) -> Beton:
     """A :class:`Beton`, parsed once per process (its tables are ~50 bytes per sample)."""
     return Beton(path)
+
+
+# ---- reading: FFCV's compiled pipeline driven by our plan (used by ffcv_loader.py) ----
+
+JPG = 0  # RGBImageField's storage modes: 0 JPEG, 1 raw pixels
+CropParams = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (ids, heights, widths) -> (B, 5)
+
+
+def set_jit(enabled: bool) -> None:
+    """Compile FFCV pipelines with numba (default) or run them as Python: no JIT cost, about half the speed."""
+    Compiler.set_enabled(enabled)
+
+
+@contextmanager
+def _torch_threads_kept() -> Iterator[None]:
+    # FFCV's Loader sets torch's thread count to its own worker count on creation and on every epoch
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _WholeImageDecoder(Operation):
+    """Decode each image whole into a row of a max-size scratch buffer; the next stage crops it.
+
+    FFCV's crop decoders crop inside the decoder, where only the sample ids reach the compiled code -
+    not the epoch our crop seeds need. Decoding whole first costs the same scratch memory as FFCV's own
+    random-resized-crop decoder (max height x max width x 3 bytes per sample and batch slot) and one extra
+    copy for images stored raw.
+    """
+
+    def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
+        row = (int(self.metadata["height"].max()) * int(self.metadata["width"].max()) * 3,)
+        u8 = np.dtype("u1")
+        return replace(previous_state, jit_mode=True, shape=row, dtype=u8), AllocationQuery(row, u8)
+
+    def generate_code(self) -> Callable:
+        read, loop = self.memory_read, Compiler.get_iterator()
+        jpeg, copy = Compiler.compile(imdecode), Compiler.compile(memcpy)
+
+        def decode(ids, out, metadata, storage_state):
+            for k in loop(len(ids)):
+                rec = metadata[ids[k]]
+                data = read(rec["data_ptr"], storage_state)
+                h, w = np.uint32(rec["height"]), np.uint32(rec["width"])
+                if rec["mode"] == JPG:
+                    jpeg(data, out[k], h, w, h, w, 0, 0, 1, 1, False, False)
+                else:
+                    copy(data, out[k])
+            return out[: len(ids)]
+
+        decode.is_parallel = True  # type: ignore[attr-defined]  # FFCV compiles it with prange
+        return decode
+
+
+class _CropStage(Operation):
+    """A Python stage that sees the batch's sample ids: crop parameters from ``params`` (ffcv_crop.py),
+    then one compiled, threaded pass of crop + resize (FFCV's OpenCV INTER_AREA resize) + flip -> HWC uint8.
+    """
+
+    def __init__(self, size: int, params: CropParams) -> None:
+        super().__init__()
+        self.size, self.params = size, params
+
+    def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
+        out = (self.size, self.size, 3)
+        u8 = np.dtype("u1")
+        return replace(previous_state, jit_mode=False, shape=out, dtype=u8), AllocationQuery(out, u8)
+
+    def generate_code(self) -> Callable:
+        heights = self.metadata["height"].astype(np.int64)
+        widths = self.metadata["width"].astype(np.int64)
+        loop, resize = Compiler.get_iterator(), Compiler.compile(resize_crop)
+
+        def crop(images, hs, ws, params, out):
+            for k in loop(len(params)):
+                src = images[k][: hs[k] * ws[k] * 3].reshape(hs[k], ws[k], 3)
+                top, left, h, w, flip = params[k, 0], params[k, 1], params[k, 2], params[k, 3], params[k, 4]
+                resize(src, top, top + h, left, left + w, out[k])
+                if flip:
+                    out[k] = out[k][:, ::-1].copy()
+
+        crop.is_parallel = True  # type: ignore[attr-defined]  # FFCV compiles it with prange
+        compiled = Compiler.compile(crop)
+
+        def stage(images, out, ids):
+            hs, ws = heights[ids], widths[ids]
+            compiled(images, hs, ws, np.ascontiguousarray(self.params(ids, hs, ws), dtype=np.int64), out)
+            return out[: len(ids)]
+
+        stage.with_indices = True  # type: ignore[attr-defined]  # FFCV then passes the batch's sample ids
+        return stage
+
+
+class _PlanOrder(TraversalOrder):
+    """A traversal order that is whatever ``ids()`` says: the rest of this rank's planned epoch.
+
+    FFCV's Loader takes a custom order as an *instance* and calls it with itself, so ``__call__``
+    finishes the set-up. The epoch FFCV passes is ignored: ours (and the resume position) live in ``ids``.
+    """
+
+    def __init__(self, ids: Callable[[], np.ndarray]) -> None:
+        self.ids = ids
+
+    def __call__(self, loader: Any) -> _PlanOrder:
+        super().__init__(loader)
+        return self
+
+    def sample_order(self, epoch: int) -> np.ndarray:
+        return np.asarray(self.ids(), dtype=np.uint64)
+
+
+class BetonStream:
+    """FFCV's Loader over ``path`` yielding (HWC uint8 images, labels) for the ids ``ids()`` returns.
+
+    Arrays are views of FFCV's reused buffers: copy them before the next batch.
+    """
+
+    def __init__(
+        self, path: str, size: int, batch_size: int, workers: int, ids: Callable[[], np.ndarray], params: CropParams
+    ) -> None:
+        open_beton(path)  # a missing or malformed file is a clear ValueError, before FFCV's own errors
+        # numba's thread pool cannot grow past NUMBA_NUM_THREADS (the core count by default)
+        self.threads = max(1, min(workers, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+        with _torch_threads_kept():
+            self.loader = ffcv.Loader(
+                path,
+                batch_size=batch_size,
+                num_workers=self.threads,
+                os_cache=True,  # pages shared by every rank on the node, as for the other backends
+                order=_PlanOrder(ids),
+                drop_last=False,  # the plan only hands out whole batches
+                pipelines={
+                    # the decoder goes in `decoder=`: as the first of a plain list FFCV would take it for a
+                    # transform (it recognises only RGBImageField's own decoder classes there)
+                    "image": PipelineSpec("image", decoder=_WholeImageDecoder(), transforms=[_CropStage(size, params)]),
+                    "label": PipelineSpec("label", decoder=IntDecoder(), transforms=[]),
+                },
+            )
+
+    def epoch(self) -> Generator[tuple[np.ndarray, np.ndarray]]:
+        """One pass over ``ids()``; close it to stop early."""
+        with _torch_threads_kept():
+            it = iter(self.loader)
+        try:
+            while True:
+                # FFCV's own __next__ waits forever if its thread died (an exception in a stage): poll
+                # instead. (It also syncs CUDA streams; our pipeline never touches the device.)
+                try:
+                    item = it.output_queue.get(timeout=1.0)
+                except queue.Empty:
+                    if not it.is_alive():
+                        raise RuntimeError("FFCV's loader thread died (its traceback is printed above)") from None
+                    continue
+                if item is None:
+                    return
+                images, labels = item[1]
+                yield images, labels.reshape(-1)
+        finally:  # a consumer that stops early must not leave FFCV's thread decoding into the void
+            it.close()

@@ -1,0 +1,189 @@
+"""``data.format: ffcv``: FFCV's compiled, threaded decoding with our plan, seeds and resume.
+
+What FFCV does: reads ``<split>.beton`` through the page cache and decodes, crops and resizes batches in
+numba threads (``data.workers`` of them, at most the core count), ahead of the consumer. What we add:
+
+- **Order** - FFCV's ``Loader`` takes a custom traversal order; ours (``ffcv._PlanOrder``) is the rest of
+  this rank's planned epoch (:mod:`.plan`), so equal steps per rank, exactly-once and mid-epoch resume
+  are the same as with every other backend, whatever the thread count.
+- **Crop and flip** - a pure function of (seed, epoch, sample id) (:mod:`.ffcv_crop`), computed per batch
+  in a Python stage and applied by compiled code; FFCV's own crop draws from unseeded per-thread RNGs.
+- **RandAugment / colour jitter** - timm's own PIL ops (FFCV has none), applied here per sample with the
+  per-sample seed the other backends use. It runs in the consuming thread: timm draws from the global
+  ``random`` / numpy / torch RNGs, which a background thread would race with the trainer's own draws
+  (mixup, erasing). The cost is ~1 ms of one core per image at 224 px (see docs/benchmarks.md).
+- **Val** - resize + centre crop from crop_pct, folded into one crop-and-resize; :func:`.plan.val_batches`
+  with :data:`.plan.PAD` entries as in :class:`.loader.ValLoader` (decoded as sample 0, then blanked).
+
+Batches are ``(uint8 (B, 3, H, W), int64 (B,))`` tensors that own their memory (FFCV reuses its buffers).
+Interpolation is FFCV's OpenCV INTER_AREA resize for train and eval (``data.train_interpolation`` and
+``data.interpolation`` do not apply); scale, ratio and hflip do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import create_transform
+
+from .ffcv_crop import centre_crop, random_resized_crop, sample_keys
+from .loader import Batch, TrainLoader, ValLoader, sample_seed, seed_everything
+from .plan import PAD, val_batches
+
+
+class BetonSplit:
+    """One split of a converted FFCV dataset: its path, sample count, labels and the dataset's classes."""
+
+    def __init__(self, root: str | Path, split: str) -> None:
+        from .ffcv import open_beton
+        from .index import read_index
+
+        index = read_index(root)
+        if index.format != "ffcv":
+            raise ValueError(f"{root}: a {index.format} dataset, not ffcv (data.format must match)")
+        if split not in index.splits:
+            raise ValueError(f"{root}: no {split} split in index.json")
+        self.path = str(Path(root) / index.splits[split].files[0].path)
+        if not Path(self.path).is_file():
+            raise FileNotFoundError(f"{self.path}: missing (index.json lists it; run swat-dist data verify)")
+        beton = open_beton(self.path)
+        if beton.num_samples != index.splits[split].samples:
+            raise ValueError(f"{self.path}: {beton.num_samples} samples, index.json says {index.splits[split].samples}")
+        self.classes, self.labels = index.classes, beton.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+Colour = Callable[[Image.Image], Image.Image]
+
+
+def colour_transform(
+    size: int,
+    auto_augment: str | None,
+    color_jitter: float,
+    interpolation: str = "random",
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+) -> Colour | None:
+    """timm's per-image stage after crop and flip - RandAugment / AutoAugment / AugMix from a timm
+    string, else colour jitter - exactly as :func:`.transforms.train_transform` builds it; None if empty."""
+    _, secondary, _ = create_transform(
+        size,
+        is_training=True,
+        auto_augment=auto_augment,
+        color_jitter=color_jitter,
+        interpolation=interpolation,
+        mean=mean,
+        separate=True,
+    )
+    return secondary if secondary.transforms else None
+
+
+class FfcvTrainLoader(TrainLoader):
+    """:class:`.loader.TrainLoader`'s contract (plan, ``set_epoch``, ``state_dict``) over FFCV.
+
+    The plan, step counting and state come from :class:`TrainLoader`; only how batches are made differs,
+    so ``__init__`` sets the fields those methods read instead of building a torch DataLoader.
+    """
+
+    def __init__(
+        self,
+        split: BetonSplit,
+        *,
+        world_size: int,
+        rank: int,
+        batch_size: int,
+        size: int,
+        workers: int = 0,
+        seed: int = 0,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+        colour: Colour | None = None,
+    ) -> None:
+        from .ffcv import BetonStream
+
+        self.source = split  # type: ignore[assignment]  # the plan only needs len(); FFCV does the loading
+        self.world_size, self.rank, self.batch_size = world_size, rank, batch_size
+        self.seed, self.shard_sizes, self.shard_group = seed, None, 1
+        self.epoch, self.step = 0, 0
+        self._crop_epoch = 0  # the epoch of the batches FFCV is making (its thread reads it)
+        self._crop = partial(random_resized_crop, scale=scale, ratio=ratio, hflip=hflip)
+        self._colour = colour
+        self._stream = BetonStream(split.path, size, batch_size, workers, self._ids, self._params)
+
+    def _ids(self) -> np.ndarray:
+        batches = self.plan().batches(self.step)
+        return np.concatenate(batches) if batches else np.zeros(0, np.int64)
+
+    def _params(self, ids: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
+        return self._crop(sample_keys(self.seed, self._crop_epoch, ids), heights, widths)
+
+    def _colour_batch(self, images: np.ndarray, ids: np.ndarray, epoch: int) -> np.ndarray:
+        assert self._colour is not None
+        out = np.empty_like(images)
+        for k, i in enumerate(ids.tolist()):
+            seed_everything(sample_seed(self.seed, epoch, i))
+            out[k] = np.asarray(self._colour(Image.fromarray(images[k])))
+        return out
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch, planned = self.epoch, self.plan().batches(self.step)
+        if planned:
+            self._crop_epoch = epoch
+            stream = self._stream.epoch()
+            try:
+                for ids, (images, labels) in zip(planned, stream, strict=True):
+                    if self._colour is not None:
+                        images = self._colour_batch(images, ids, epoch)
+                    # the permuted copy is also the clone FFCV's reused buffers need
+                    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+                    self.step += 1  # counted when handed over, as in TrainLoader
+                    yield x, torch.from_numpy(labels.astype(np.int64))
+            finally:
+                stream.close()  # stops FFCV's thread if we stopped early
+        self.epoch, self.step = self.epoch + 1, 0
+
+    def close(self) -> None:
+        """Nothing to stop: FFCV's thread ends with each epoch, numba's pool with the process."""
+
+
+class FfcvValLoader(ValLoader):
+    """Every sample exactly once across ranks (:func:`.plan.val_batches`); padding has label -1."""
+
+    def __init__(
+        self, split: BetonSplit, *, world_size: int, rank: int, batch_size: int, size: int, crop_pct: float,
+        workers: int = 0,
+    ) -> None:  # fmt: skip
+        from .ffcv import BetonStream
+
+        self.num_samples = len(split)
+        self._batches = val_batches(self.num_samples, world_size, rank, batch_size)
+        order = np.concatenate(self._batches)
+        order = np.where(order == PAD, 0, order)  # FFCV needs a real record; blanked below
+        params = partial(_centre_params, size=size, crop_pct=crop_pct)
+        self._stream = BetonStream(split.path, size, batch_size, workers, lambda: order, params)
+
+    def __iter__(self) -> Iterator[Batch]:
+        stream = self._stream.epoch()
+        try:
+            for ids, (images, labels) in zip(self._batches, stream, strict=True):
+                x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+                y = torch.from_numpy(labels.astype(np.int64))
+                pad = torch.from_numpy(ids == PAD)
+                x[pad], y[pad] = 0, -1
+                yield x, y
+        finally:
+            stream.close()
+
+    def close(self) -> None:
+        """Nothing to stop (see :meth:`FfcvTrainLoader.close`)."""
+
+
+def _centre_params(ids: np.ndarray, heights: np.ndarray, widths: np.ndarray, size: int, crop_pct: float) -> np.ndarray:
+    return centre_crop(heights, widths, size, crop_pct)
