@@ -98,8 +98,10 @@ LogFile=$DIR/log/slurmdbd.log
 CONF
 chmod 600 "$DIR/slurmdbd.conf"  # slurmdbd refuses a config others can read (it holds the DB password)
 
-# KillWait=5: a requeued or cancelled job's tasks get SIGKILL 5 s after SIGTERM (default 30 s; submitit
-# ignores SIGTERM). ReturnToService=2: a node that was down comes back when its slurmd registers.
+# sched_interval=2: a requeued job whose StartTime was moved up starts within ~2 s (default: the next
+# scheduling pass, up to a minute). KillWait=5: a requeued or cancelled job's tasks get SIGKILL 5 s after
+# SIGTERM (default 30 s; submitit ignores SIGTERM). ReturnToService=2: a node that was down comes back
+# when its slurmd registers.
 cat >"$DIR/slurm.conf" <<CONF
 ClusterName=swattest
 SlurmctldHost=$HOST(127.0.0.1)
@@ -121,6 +123,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 MpiDefault=none
 SchedulerType=sched/builtin
+SchedulerParameters=sched_interval=2
 ReturnToService=2
 KillWait=5
 InactiveLimit=0

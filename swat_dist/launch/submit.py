@@ -49,10 +49,15 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any]:
         signum = preempt.install(self.stop_signal)  # after submitit installed its own: we keep it to chain
         env = _dist_env()
-        from ..config import load_config
+        from ..config import derived, load_config
         from ..train.run import run  # deepspeed and the model stack load here, inside the job only
 
-        summary = run(load_config(self.config_files, self.overrides), env)
+        cfg = load_config(self.config_files, self.overrides)
+        if env.is_main:  # which attempt this is and where it starts: the first thing to look for in a log
+            pointer = Path(derived(cfg, env.world_size)["output_dir"]) / "checkpoints" / "latest"
+            start = f"resuming from {pointer.read_text().strip()}" if pointer.is_file() else "starting"
+            print(f"[swat-dist] job {env.job_id} attempt {env.restart_count + 1}: {start}", flush=True)
+        summary = run(cfg, env)
         if not summary.get("stopped"):
             return summary
         return self._requeue(env, signum, int(summary["steps"]))

@@ -5,6 +5,7 @@ holds; a crashing job reports its error and log in bounded time; `swat-dist jobs
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -111,6 +112,25 @@ def test_usr2_mid_run_saves_requeues_resumes_and_matches_the_uninterrupted_run(r
     assert main(["jobs", str(out)]) == 0
     listing = capsys.readouterr().out
     assert f"last step {STEPS}" in listing and "COMPLETED" in listing and job.paths.stdout.name in listing
+
+
+def test_external_scontrol_requeue_resumes_from_the_last_periodic_checkpoint(slurm, tmp_path):
+    # Longer than the others: after `scontrol requeue` the job runs on for KillWait (5 s) before SIGKILL,
+    # since submitit ignores SIGTERM, and it must still be mid-run when it dies.
+    steps, out = 160, tmp_path / "run"
+    job = _launch(plan(out, f"max_steps={steps}", f"sched.epochs={steps}", "checkpoint.every_steps=20"))
+    _wait_for_step(out, 25, job)
+    _sh("scontrol", "requeue", job.job_id)  # no signal to the job: it is killed and starts over
+    _start_when_requeued(job.job_id)
+    summary = wait(job, timeout_s=400)
+    assert _final_state(job.job_id)[:2] == ("COMPLETED", 1) and summary["steps"] == steps
+    log = Path(job.paths.stdout).read_text()
+    assert "stopped by" not in log  # no stop request was seen, so no stop checkpoint was written
+    attempts = re.findall(rf"job {job.job_id} attempt (\d+): (starting|resuming from step_(\d+))", log)
+    assert [a[0] for a in attempts] == ["1", "2"] and attempts[0][1] == "starting", log[-2000:]
+    resumed = int(attempts[1][2])
+    assert resumed >= 20 and resumed % 20 == 0 and resumed < steps  # a periodic checkpoint, mid-run
+    assert sorted(losses(out)) == list(range(1, steps + 1))  # the log reads as one run
 
 
 def test_requeue_bound_stops_with_a_clear_error_and_a_checkpoint(slurm, tmp_path):

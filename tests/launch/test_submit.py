@@ -119,7 +119,7 @@ def test_stop_signal_only_sets_a_flag_and_keeps_the_previous_handler():
 
 def test_local_executor_runs_two_ranks_without_slurm(tmp_path, monkeypatch):
     (tmp_path / "local.yaml").write_text("executor: local\ntasks_per_node: 2\ntime: 5\nenv: {OMP_NUM_THREADS: '1'}\n")
-    monkeypatch.setattr(os, "environ", dict(os.environ))  # the local executor exports the profile's env here
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # submitting exports the profile's env here; restored after
     out = tmp_path / "run"
     rc = main(["submit", "--cluster", str(tmp_path / "local.yaml"), *overrides(out, "max_steps=6")])
     assert rc == 0
