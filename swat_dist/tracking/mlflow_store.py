@@ -19,11 +19,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from .sender import Item, note, warn
+from .system import SYSTEM_STEP
 
 MAX_PARAMS_TAGS_PER_BATCH = 100  # MLflow's log_batch limit
 # Error codes of failures that may go away on their own; any other MlflowException is the store refusing.
 TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
-SYSTEM_PREFIX = "system/"  # sampled by wall clock, not by step: never deduplicated
 
 
 def fail_fast(timeout_s: float) -> None:
@@ -45,9 +45,11 @@ class MlflowStore:
         run_name: str,
         artifact_root: Path | None = None,
         on_open: Callable[[str], None] | None = None,
+        create: bool = True,
     ) -> None:
         self.uri, self.experiment, self.run_id, self.run_name = uri, experiment, run_id, run_name
-        self.artifact_root, self.on_open = artifact_root, on_open
+        self.artifact_root, self.on_open, self.create = artifact_root, on_open, create
+        self.start_ms = 0  # the run's start: system metrics count their step in seconds from it
         self.present: dict[str, set[int]] = {}  # the (key, step) points the run holds
         self.params: dict[str, str] = {}
         self.resumed = False
@@ -60,11 +62,15 @@ class MlflowStore:
         return self._client
 
     def open(self) -> str:
-        run = self._existing() or self._create()
-        run_id = run.info.run_id
-        if self.resumed:
+        run = self._existing()
+        if run is None and not self.create:  # another node's system metrics: only rank 0 creates the run
+            raise RuntimeError(f"run {self.run_id} is not in {self.uri} (yet)")
+        run = run or self._create()
+        run_id, self.start_ms = run.info.run_id, run.info.start_time or 0
+        if self.resumed and self.create:
             # One history call per metric key: a few MB for a long run, once per (re)start.
-            self.present = {k: {m.step for m in self.client.get_metric_history(run_id, k)} for k in run.data.metrics}
+            keys = [k for k in run.data.metrics if not k.startswith("system/")]  # system metrics are never repeated
+            self.present = {k: {m.step for m in self.client.get_metric_history(run_id, k)} for k in keys}
             self.params = dict(run.data.params)
             self.client.update_run(run_id, status="RUNNING")
             note(f"continuing MLflow run {run_id} ({sum(map(len, self.present.values()))} metric points so far)")
@@ -131,9 +137,10 @@ class MlflowStore:
         return self.run_id
 
     def _metrics(self, points: list[tuple[str, float, int, int]]) -> None:
-        new = [p for p in points if p[0].startswith(SYSTEM_PREFIX) or p[2] not in self.present.get(p[0], ())]
-        if new:
-            metrics = [Metric(key, value, ts, step) for key, value, step, ts in new]
+        system = [(k, v, max(0, (ts - self.start_ms) // 1000), ts) for k, v, step, ts in points if step == SYSTEM_STEP]
+        new = [p for p in points if p[2] != SYSTEM_STEP and p[2] not in self.present.get(p[0], ())]
+        if new or system:
+            metrics = [Metric(key, value, ts, step) for key, value, step, ts in new + system]
             self.client.log_batch(self._id, metrics=metrics)
         for key, _, step, _ in new:
             self.present.setdefault(key, set()).add(step)

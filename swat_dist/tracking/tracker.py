@@ -22,6 +22,7 @@ from ..dist import DistEnv
 from .describe import check_uri, experiment_name, param_value, run_params, run_tags, tracking_uri, ui_command
 from .redact import redact, redact_text, redact_tree
 from .sender import Item, Sender, note, warn
+from .system import SYSTEM_STEP, NodeMonitor, node_id
 
 ID_FILE = Path("tracking") / "run.json"
 
@@ -43,6 +44,11 @@ def write_run_id(run_dir: Path, uri: str, experiment: str, run_id: str) -> None:
     os.replace(tmp, path)
 
 
+def system_item(values: dict[str, float]) -> Item:
+    now_ms = int(time.time() * 1000)
+    return Item("metrics", [(k, v, SYSTEM_STEP, now_ms) for k, v in values.items()], points=len(values))
+
+
 class MlflowTracker:
     """Implements the ``Tracker`` protocol of :mod:`swat_dist.train.metrics` by queueing (never blocking)."""
 
@@ -55,6 +61,7 @@ class MlflowTracker:
         self.flush_timeout_s = flush_timeout_s
         self.artifacts: list[tuple[Path, str | None]] = []  # (file, artifact folder) to upload at close
         self.exporter: Callable[[], list[Path]] | None = None  # exported weights, made at close
+        self.monitor: NodeMonitor | None = None  # this node's system metrics
         self.closed = False
         # A run that ends without close() (an exception, a preemption stop) still flushes its queue and is
         # marked KILLED, not left RUNNING; a resume sets it RUNNING again. Not reached on SIGKILL.
@@ -75,12 +82,17 @@ class MlflowTracker:
         if points:
             self.sender.put(Item("metrics", points, points=len(points)))
 
+    def log_system(self, values: dict[str, float]) -> None:
+        self.sender.put(system_item(values))
+
     def close(self, status: str = "FINISHED") -> None:
         """Upload the artifacts, end the run, wait at most ``flush_timeout_s``; say where the run is."""
         if self.closed:
             return
         self.closed = True
         atexit.unregister(self._at_exit)
+        if self.monitor is not None:
+            self.monitor.close()
         if self.config_params is not None:
             self.log_params({})
         self.sender.put(Item("artifacts", self._artifacts()))
@@ -138,8 +150,32 @@ def open_tracker(cfg: Config, env: DistEnv, run_dir: Path, run_id: str | None, r
     for record in replay:
         tracker.log_metrics({k: v for k, v in record.items() if _number(v) and k != "step"}, int(record["step"]))
     tracker.artifacts.append((_redacted_config(cfg, run_dir), None))
+    if t.system_metrics:
+        tracker.monitor = NodeMonitor(tracker.log_system, node_id(env.node_rank), t.system_metrics_interval_s)
     sender.attempted.wait(t.start_timeout_s)
     return tracker
+
+
+class NodeWatch:
+    """System metrics of a node other than rank 0's, logged into rank 0's run (which it never creates)."""
+
+    def __init__(self, cfg: Config, env: DistEnv, run_dir: Path, run_id: str) -> None:
+        from .mlflow_store import MlflowStore, fail_fast
+
+        t = cfg.tracking
+        uri = tracking_uri(t.uri, run_dir.parent)
+        fail_fast(t.http_timeout_s)
+        store = MlflowStore(uri, experiment_name(t.experiment), run_id, "", create=False)
+        self.sender, self.flush_timeout_s = Sender(store, where=f"MLflow at {redact_text(uri)}"), t.flush_timeout_s
+        self.monitor = NodeMonitor(self._put, node_id(env.node_rank), t.system_metrics_interval_s)
+        atexit.register(self.close)  # the trainer knows nothing of it: it ends with the process
+
+    def _put(self, values: dict[str, float]) -> None:
+        self.sender.put(system_item(values))
+
+    def close(self) -> None:
+        self.monitor.close()
+        self.sender.close(self.flush_timeout_s)
 
 
 def _number(v: Any) -> bool:

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import timm
 from torch import nn
@@ -21,6 +21,9 @@ from .engine import Engine, destroy, device_for, init_distributed
 from .metrics import MetricsWriter, NullMetrics, NullTracker, Tracker, peak_flops, train_flops_per_image
 from .optim import param_groups
 from .trainer import Trainer, TrainState
+
+if TYPE_CHECKING:
+    from ..tracking.tracker import MlflowTracker
 
 
 def build_model(cfg: Config) -> Any:
@@ -38,10 +41,24 @@ def make_tracker(cfg: Config, env: DistEnv, run_dir: Path, state: TrainState, re
 
     Resuming this run's own checkpoint continues its MLflow run and replays the ``metrics.jsonl`` lines
     up to the checkpoint (the store skips those it has); a checkpoint of another run folder starts a new
-    run. A URI MLflow cannot use is reported once, and training goes on untracked.
+    run. A URI MLflow cannot use is reported once, and training goes on untracked. With several nodes and
+    ``tracking.system_metrics``, every rank takes part in one broadcast of the run id, and local rank 0 of
+    each other node logs its node's system metrics into that run.
     """
-    if not env.is_main or cfg.tracking.backend == "none":
-        return NullTracker()
+    t = cfg.tracking
+    tracker = _main_tracker(cfg, env, run_dir, state, resume_from) if env.is_main and t.backend == "mlflow" else None
+    if t.backend == "mlflow" and t.system_metrics and env.num_nodes > 1:
+        run_id = _broadcast(tracker.run_id if tracker is not None else None)
+        if not env.is_main and env.local_rank == 0 and run_id is not None:
+            from ..tracking.tracker import NodeWatch
+
+            NodeWatch(cfg, env, run_dir, run_id)  # lives until the process exits (atexit)
+    return tracker if tracker is not None else NullTracker()
+
+
+def _main_tracker(
+    cfg: Config, env: DistEnv, run_dir: Path, state: TrainState, resume_from: Path | None
+) -> MlflowTracker | None:
     from ..tracking.tracker import open_tracker
 
     ours = resume_from is not None and run_dir.resolve() in resume_from.resolve().parents
@@ -51,10 +68,20 @@ def make_tracker(cfg: Config, env: DistEnv, run_dir: Path, state: TrainState, re
         tracker = open_tracker(cfg, env, run_dir, state.tracking_run_id if ours else None, replay, reuse_file)
     except ValueError as err:
         print(f"[tracking] warning: {err}; training goes on without tracking", file=sys.stderr)
-        return NullTracker()
+        return None
     if cfg.tracking.log_weights:
         tracker.exporter = lambda: _export_weights(run_dir, ema=cfg.ema.enabled)
     return tracker
+
+
+def _broadcast(run_id: str | None) -> str | None:
+    """Rank 0's run id on every rank (one small collective, once per job start)."""
+    import torch.distributed as tdist
+
+    box = [run_id]
+    if tdist.is_initialized():
+        tdist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _logged_before(path: Path, step: int) -> list[dict[str, Any]]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from swat_dist.config import load_config
 from swat_dist.tracking.describe import flatten, run_params
 from swat_dist.tracking.redact import REDACTED, redact, redact_text, redact_tree, secret_key
-from swat_dist.config import load_config
 
 
 @pytest.mark.parametrize(
@@ -21,7 +21,7 @@ def test_secret_keys(key):
 
 @pytest.mark.parametrize(
     "key",
-    ["model.name", "model.kwargs.token_mixer", "model.kwargs.num_tokens", "key_dim", "tokenizer", "checkpoint.keep_last",
+    ["model.name", "model.kwargs.token_mixer", "model.kwargs.num_tokens", "key_dim", "tokenizer", "keep_last",
      "monkey_patch", "data.keys", "model.kwargs.token_mlp_ratio"],
 )  # fmt: skip
 def test_ordinary_keys_stay(key):
