@@ -66,7 +66,7 @@ def _main_tracker(
     reuse_file = cfg.checkpoint.resume != "none" and (ours or resume_from is None)
     try:
         tracker = open_tracker(cfg, env, run_dir, state.tracking_run_id if ours else None, replay, reuse_file)
-    except ValueError as err:
+    except (ValueError, ImportError) as err:  # a URI MLflow cannot use; mlflow missing from this environment
         print(f"[tracking] warning: {err}; training goes on without tracking", file=sys.stderr)
         return None
     if cfg.tracking.log_weights:

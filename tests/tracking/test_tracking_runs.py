@@ -90,3 +90,37 @@ def test_a_uri_mlflow_cannot_use_is_one_warning_and_a_null_tracker(tmp_path, cap
     err = capfd.readouterr().err
     assert err.count("[tracking] warning: tracking URI 'htp://typo:5000'") == 1 and err.count("\n") == 1, err
     assert not (tmp_path / "runs" / "mlflow.db").exists()
+
+
+def test_which_run_a_start_continues(tmp_path, monkeypatch):
+    """run.json (written at creation) lets a job that died before its first checkpoint continue its run;
+    ``checkpoint.resume=none`` and another run folder's checkpoint start a new one; MLFLOW_RUN_ID picks one."""
+    from swat_dist.config import load_config
+    from swat_dist.dist import DistEnv
+    from swat_dist.tracking.mlflow_store import MlflowStore
+    from swat_dist.train.run import make_tracker
+    from swat_dist.train.trainer import TrainState
+
+    out = tmp_path / "runs" / "tiny"
+    uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+
+    def start(*extra: str, resume_from=None, state=None) -> str | None:
+        cfg = load_config([], train_args(out, *extra))
+        tracker = make_tracker(cfg, DistEnv(), out, state or TrainState(), resume_from)
+        rid = tracker.run_id
+        tracker.close()
+        return rid
+
+    first = start()
+    assert first is not None and run_id(out) == first
+    assert start() == first  # no checkpoint yet, same job restarted: same run
+    fresh = start("checkpoint.resume=none")
+    assert fresh not in (None, first) and run_id(out) == fresh
+    other = tmp_path / "elsewhere" / "checkpoints" / "step_00000004"
+    assert start(resume_from=other, state=TrainState(step=4, tracking_run_id=first)) not in (None, first, fresh)
+    mine = out / "checkpoints" / "step_00000004"
+    assert start(resume_from=mine, state=TrainState(step=4, tracking_run_id=first)) == first  # the checkpoint wins
+    chosen = MlflowStore(uri, "swat_dist", None, "chosen").open()
+    monkeypatch.setenv("MLFLOW_RUN_ID", chosen)
+    assert start("checkpoint.resume=none") == chosen
+    assert len(mlflow_store.find_runs(uri, "swat_dist", [])) == 4
