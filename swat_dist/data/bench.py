@@ -1,10 +1,11 @@
 """``swat-dist bench loader``: images/s of each loader backend on the same data, beside a decode ceiling.
 
 All figures come from one run on the same cores, so their ratios are meaningful even on a noisy machine.
-The data: synthetic 256 px JPEGs (``data synthetic``), converted to WebDataset, read by each backend
-with ``workers`` loader processes at batch 64: "crop" = random-resized-crop 224 + flip (what FFCV's
-pipeline does), "recipe" = crop + RandAugment m9 (the SWAT/DeiT recipe; erasing and mixup run on the
-device). The ceiling is plain JPEG decoding of the same files by the same number of processes.
+The data: synthetic 256 px JPEGs (``data synthetic``), converted to WebDataset and FFCV (all JPEG), read
+by each backend with ``workers`` loader processes (FFCV: threads) at batch 64: "crop" = random-resized-
+crop 224 + flip (what FFCV's pipeline does), "recipe" = crop + RandAugment m9 (the SWAT/DeiT recipe;
+erasing and mixup run on the device). The ceiling is plain JPEG decoding of the same files by the same
+number of processes. FFCV's numba compilation (10-30 s per pipeline) falls in the untimed warm-up epoch.
 """
 
 from __future__ import annotations
@@ -49,10 +50,16 @@ def decode_ceiling(paths: list[str], workers: int) -> float:
 
 
 def loader_rate(
-    source: Source, workers: int, batch: int, epochs: int = 2, shard_sizes: list[int] | None = None
+    source: Source | TrainLoader, workers: int, batch: int, epochs: int = 2, shard_sizes: list[int] | None = None
 ) -> float:
-    """Steady images/s: the first epoch warms workers and the page cache; the rest are timed."""
-    loader = TrainLoader(source, world_size=1, rank=0, batch_size=batch, workers=workers, shard_sizes=shard_sizes)
+    """Steady images/s: the first epoch warms workers, the page cache (and FFCV's JIT); the rest are timed.
+
+    ``source`` may be a ready loader (FFCV's, built once: a new one would compile its pipeline again).
+    """
+    if isinstance(source, TrainLoader):
+        loader = source
+    else:
+        loader = TrainLoader(source, world_size=1, rank=0, batch_size=batch, workers=workers, shard_sizes=shard_sizes)
     for _ in loader:  # warm-up epoch
         pass
     start, images = time.perf_counter(), 0
@@ -64,26 +71,39 @@ def loader_rate(
     return rate
 
 
-def prepare(root: Path, images: int, size: int) -> tuple[Path, Path]:
-    """Synthetic folder and its WebDataset conversion under ``root`` (reused when already there)."""
-    folder, wds = root / "folder", root / "wds"
+def prepare(root: Path, images: int, size: int) -> tuple[Path, Path, Path]:
+    """Synthetic folder and its WebDataset and FFCV conversions under ``root`` (reused when already there)."""
+    folder, wds, ffcv = root / "folder", root / "wds", root / "ffcv"
     write_synthetic(folder, classes=10, images=images, size=size, val_images=10, seed=0)
     convert(folder, wds, ConvertOptions(fmt="wds", max_resolution=size, shard_bytes=16 * 2**20))
-    return folder, wds
+    convert(folder, ffcv, ConvertOptions(fmt="ffcv", max_resolution=size, compress_probability=1.0))
+    return folder, wds, ffcv
 
 
 def run(
     root: Path, images: int, workers: int, batch: int, repeats: int = 2, size: int = 256, crop: int = 224
 ) -> list[tuple[str, float]]:
-    folder, wds = prepare(root, images, size)
+    from .ffcv_loader import BetonSplit, FfcvTrainLoader, colour_transform
+
+    folder, wds, ffcv = prepare(root, images, size)
     paths = sorted(str(p) for p in (folder / "train").rglob("*.jpg"))
     rows = [("decode-only ceiling (PIL, full size)", max(decode_ceiling(paths, workers) for _ in range(repeats)))]
     eval_tf = eval_transform(crop, 1.0)
     for label, aa in RECIPES.items():
         tf = train_transform(crop, auto_augment=aa, color_jitter=0.0)
-        sources: list[tuple[str, Source]] = [
+        ffcv_loader = FfcvTrainLoader(
+            BetonSplit(ffcv, "train"),
+            world_size=1,
+            rank=0,
+            batch_size=batch,
+            size=crop,
+            workers=workers,
+            colour=colour_transform(crop, aa, 0.0),
+        )
+        sources: list[tuple[str, Source | TrainLoader]] = [
             ("folder", FolderSource(folder, "train", tf, eval_tf)),
             ("wds", WdsSource(wds, "train", tf, eval_tf)),
+            ("ffcv", ffcv_loader),
         ]
         # Alternate the backends over `repeats` rounds and keep each one's best: on a shared machine a
         # single pass in fixed order hands whichever runs during a busy spell an unfair figure.
@@ -115,8 +135,8 @@ def render(rows: list[tuple[str, float]], images: int, workers: int, batch: int)
     lines = [
         f"### Loader throughput, {stamp}",
         "",
-        f"Machine: {machine()}. {images} synthetic 256 px JPEGs, crop 224, batch {batch}, {workers} workers; "
-        "best of alternating rounds.",
+        f"Machine: {machine()}. {images} synthetic 256 px JPEGs, crop 224, batch {batch}, {workers} workers "
+        f"(FFCV: threads); best of alternating rounds; load average {os.getloadavg()[0]:.1f} (1 min) at the end.",
         "",
         "| loader | images/s | vs folder crop |",
         "|---|---|---|",

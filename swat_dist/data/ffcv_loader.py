@@ -126,11 +126,10 @@ class FfcvTrainLoader(TrainLoader):
 
     def _colour_batch(self, images: np.ndarray, ids: np.ndarray, epoch: int) -> np.ndarray:
         assert self._colour is not None
-        out = np.empty_like(images)
         for k, i in enumerate(ids.tolist()):
             seed_everything(sample_seed(self.seed, epoch, i))
-            out[k] = np.asarray(self._colour(Image.fromarray(images[k])))
-        return out
+            images[k] = np.asarray(self._colour(Image.fromarray(images[k].transpose(1, 2, 0)))).transpose(2, 0, 1)
+        return images
 
     def __iter__(self) -> Iterator[Batch]:
         epoch, planned = self.epoch, self.plan().batches(self.step)
@@ -141,10 +140,9 @@ class FfcvTrainLoader(TrainLoader):
                 for ids, (images, labels) in zip(planned, stream, strict=True):
                     if self._colour is not None:
                         images = self._colour_batch(images, ids, epoch)
-                    # the permuted copy is also the clone FFCV's reused buffers need
-                    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+                    x = torch.from_numpy(images)  # a fresh array (ffcv._CropStage), not a reused buffer
                     self.step += 1  # counted when handed over, as in TrainLoader
-                    yield x, torch.from_numpy(labels.astype(np.int64))
+                    yield x, torch.from_numpy(labels.astype(np.int64))  # a copy of FFCV's reused buffer
             finally:
                 stream.close()  # stops FFCV's thread if we stopped early
         self.epoch, self.step = self.epoch + 1, 0
@@ -173,8 +171,8 @@ class FfcvValLoader(ValLoader):
         stream = self._stream.epoch()
         try:
             for ids, (images, labels) in zip(self._batches, stream, strict=True):
-                x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-                y = torch.from_numpy(labels.astype(np.int64))
+                x = torch.from_numpy(images)
+                y = torch.from_numpy(labels.astype(np.int64))  # a copy: labels are FFCV's reused buffer
                 pad = torch.from_numpy(ids == PAD)
                 x[pad], y[pad] = 0, -1
                 yield x, y
