@@ -16,3 +16,9 @@ fi
 RUN="runs/demo_digits-$(date +%Y%m%d-%H%M%S)"
 "$BIN/torchrun" --standalone --nproc_per_node 2 -m swat_dist train -c configs/demo_digits.yaml "output_dir=$RUN" "$@"
 echo "[demo] run folder: $ROOT/$RUN (config.yaml, metrics.jsonl, summary.json, checkpoints)"
+# MLflow: the run is in the output root's sqlite store unless MLFLOW_TRACKING_URI points elsewhere.
+if [ -z "${MLFLOW_TRACKING_URI:-}" ]; then
+  echo "[demo] MLflow run $(sed -n 's/.*"run_id": "\([0-9a-f]*\)".*/\1/p' "$RUN/tracking/run.json" 2>/dev/null)" \
+    "(experiment demo_digits); look at it: $BIN/mlflow ui --backend-store-uri sqlite:///$ROOT/runs/mlflow.db --port 5000"
+  echo "[demo] compare runs: $BIN/swat-dist compare --uri sqlite:///$ROOT/runs/mlflow.db --experiment demo_digits --out $ROOT/runs/compare"
+fi

@@ -13,6 +13,7 @@ steps of 5 steps/s is ~5 MB); ``metrics.jsonl`` keeps every value on disk regard
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -124,7 +125,7 @@ class Sender:
         if batch[0].kind != "metrics":
             return batch
         points = batch[0].points
-        for item in list(self._queue)[1:]:
+        for item in itertools.islice(self._queue, 1, None):  # stops at the first misfit: O(batch), not O(queue)
             if item.kind != "metrics" or points + item.points > MAX_METRICS_PER_BATCH:
                 break
             batch.append(item)

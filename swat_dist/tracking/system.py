@@ -55,11 +55,11 @@ class NodeMonitor:
     def __init__(self, emit: Callable[[dict[str, float]], None], node: str, interval_s: float) -> None:
         self.emit, self.node, self.interval_s = emit, node, interval_s
         self._stop = threading.Event()
-        sample(node)  # primes psutil's CPU counter: its first reading is meaningless
         self._thread = threading.Thread(target=self._run, name=f"swat-system-{node}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        sample(self.node)  # primes psutil's CPU counter, which is per thread: its first reading is always 0
         while not self._stop.wait(self.interval_s):
             self.emit(sample(self.node))
 

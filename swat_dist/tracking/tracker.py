@@ -98,7 +98,8 @@ class MlflowTracker:
         self.sender.put(Item("artifacts", self._artifacts()))
         self.sender.put(Item("end", status))
         left = self.sender.close(self.flush_timeout_s)
-        where = f"MLflow run {self.run_id} (experiment {self.experiment!r}) in {redact_text(self.uri)}"
+        run = f"MLflow run {self.run_id}" if self.run_id else "the MLflow run (never opened)"
+        where = f"{run} (experiment {self.experiment!r}) in {redact_text(self.uri)}"
         if left:
             points = sum(i.points for i in left)
             warn(

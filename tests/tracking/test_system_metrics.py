@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from swat_dist.config import load_config
 from swat_dist.dist import DistEnv
 from swat_dist.tracking import mlflow_store
-from swat_dist.tracking.system import sample
+from swat_dist.tracking.system import NodeMonitor, sample
 
 from .conftest import free_port
 from .helpers import jsonl, run_id, train_args
@@ -38,6 +38,19 @@ def test_sample_reads_this_machine():
     assert values["system/node3/system_memory_usage_megabytes"] > 0
 
 
+def test_monitor_samples_on_its_own_thread_until_closed():
+    got: list[dict[str, float]] = []
+    monitor = NodeMonitor(got.append, "n", 0.1)
+    end = time.perf_counter() + 0.5
+    while time.perf_counter() < end:  # keep a core busy: CPU readings must not be psutil's unprimed 0.0
+        pass
+    monitor.close()
+    count = len(got)
+    time.sleep(0.3)
+    assert len(got) == count >= 3  # nothing after close
+    assert all(g["system/n/cpu_utilization_percentage"] > 0 for g in got), got
+
+
 @pytest.mark.slow
 def test_each_node_logs_system_metrics_into_the_one_run(tmp_path: Path):
     out = tmp_path / "runs" / "two_nodes"
@@ -55,5 +68,6 @@ def test_each_node_logs_system_metrics_into_the_one_run(tmp_path: Path):
             steps = [s for s, _, _ in points]
             assert all(0 <= s <= wall + 5 for s in steps), steps  # seconds since the run began
             assert all(0 <= v <= 100 for _, v, _ in points)
+            assert key != "cpu_utilization_percentage" or max(v for _, v, _ in points) > 0
     assert [r["step"] for r in jsonl(out) if "train/loss" in r] == list(range(1, 21))
     assert json.loads((out / "summary.json").read_text())["world_size"] == 2
