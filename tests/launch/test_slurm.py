@@ -85,11 +85,14 @@ def test_usr2_mid_run_saves_requeues_resumes_and_matches_the_uninterrupted_run(r
     out = tmp_path / "run"
     job = _launch(plan(out))
     _wait_for_step(out, 5, job)
+    t0 = time.monotonic()
     _sh("scancel", "--signal=USR2", job.job_id)  # what Slurm sends signal_lead_s before a limit or preemption
     _start_when_requeued(job.job_id)
-    t0 = time.monotonic()
+    t1 = time.monotonic()
     summary = wait(job, timeout_s=300)
-    print(f"requeued attempt: {time.monotonic() - t0:.1f} s to finish")
+    print(
+        f"\nUSR2 -> saved and requeued: {t1 - t0:.1f} s; requeued attempt to its result: {time.monotonic() - t1:.1f} s"
+    )
 
     log = Path(job.paths.stdout).read_text()  # open-mode=append: both attempts
     stops = [line for line in log.splitlines() if "stopped by SIGUSR2 at step" in line]
@@ -174,3 +177,29 @@ def test_cancel_ends_a_running_job(slurm, tmp_path, capsys):
     with pytest.raises(JobFailed, match="CANCELLED"):
         wait(job, timeout_s=60)
     assert main(["cancel", str(out)]) == 0 and "no unfinished jobs" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_real_time_limit_warns_saves_and_the_requeued_attempt_resumes_at_that_step(slurm, tmp_path):
+    # A 2-minute limit with USR2 30 s before it: Slurm's own timer signals the job (it checks every ~30 s,
+    # so the warning comes 60-90 s after the start). A run far longer than that stops, saves, is requeued
+    # and resumes at exactly the saved step; then the test cancels it (~2 min in all).
+    profile = tmp_path / "short.yaml"
+    base = (Path(__file__).parents[2] / "launch/clusters/local-test.yaml").read_text()
+    profile.write_text(base.replace("time: 10", "time: 2"))
+    out = tmp_path / "run"
+    job = _launch(plan(out, "max_steps=100000", "sched.epochs=100000", cluster=str(profile)))
+    log, deadline = Path(job.paths.stdout), time.monotonic() + 300
+    _start_when_requeued(job.job_id, timeout=240)
+    while "attempt 2: resuming" not in (log.read_text() if log.is_file() else ""):
+        assert time.monotonic() < deadline and not job.done(), log.read_text()[-3000:]
+        time.sleep(0.5)
+    stop = int(re.findall(r"stopped by SIGUSR2 at step (\d+)", log.read_text())[0])
+    _wait_for_step(out, stop + 3, job)  # the requeued attempt trains on from there
+    assert main(["cancel", str(out)]) == 0
+    state, requeues, _ = _final_state(job.job_id)
+    assert state == "CANCELLED" and requeues == 1  # the warned attempt was requeued, not timed out
+    text = log.read_text()
+    assert f"attempt 2: resuming from step_{stop:08d}" in text and "TIMEOUT" not in text
+    steps = sorted(losses(out))
+    assert steps[: stop + 3] == list(range(1, stop + 4))  # one continuous run across the requeue
