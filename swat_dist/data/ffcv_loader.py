@@ -9,9 +9,9 @@ numba threads (``data.workers`` of them, at most the core count), ahead of the c
 - **Crop and flip** - a pure function of (seed, epoch, sample id) (:mod:`.ffcv_crop`), computed per batch
   in a Python stage and applied by compiled code; FFCV's own crop draws from unseeded per-thread RNGs.
 - **RandAugment / colour jitter** - timm's own PIL ops (FFCV has none), applied here per sample with the
-  per-sample seed the other backends use. It runs in the consuming thread: timm draws from the global
-  ``random`` / numpy / torch RNGs, which a background thread would race with the trainer's own draws
-  (mixup, erasing). The cost is ~1 ms of one core per image at 224 px (see docs/benchmarks.md).
+  per-sample seed the other backends use, in ``workers`` forked processes (in-process for 0). Not in a
+  thread: timm draws from the global ``random`` / numpy / torch RNGs, which a thread would race with the
+  trainer's own draws (mixup, erasing). Batches travel to them and back by pickle (~10 MB per 64 images).
 - **Val** - resize + centre crop from crop_pct, folded into one crop-and-resize; :func:`.plan.val_batches`
   with :data:`.plan.PAD` entries as in :class:`.loader.ValLoader` (decoded as sample 0, then blanked).
 
@@ -22,8 +22,10 @@ Interpolation is FFCV's OpenCV INTER_AREA resize for train and eval (``data.trai
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Iterator
 from functools import partial
+from multiprocessing.pool import Pool
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +118,13 @@ class FfcvTrainLoader(TrainLoader):
         self._crop = partial(random_resized_crop, scale=scale, ratio=ratio, hflip=hflip)
         self._colour = colour
         self._stream = BetonStream(split.path, size, batch_size, workers, self._ids, self._params)
+        # timm's colour ops are PIL code on global RNGs: run them in `workers` processes, as the other
+        # backends do. Forked now, before FFCV's threads exist; each holds `colour` from the fork.
+        self._pool: Pool | None = None
+        self._workers = workers
+        if colour is not None and workers > 0:
+            ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+            self._pool = ctx.Pool(workers, initializer=_set_worker_colour, initargs=(colour,))
 
     def _ids(self) -> np.ndarray:
         batches = self.plan().batches(self.step)
@@ -125,11 +134,12 @@ class FfcvTrainLoader(TrainLoader):
         return self._crop(sample_keys(self.seed, self._crop_epoch, ids), heights, widths)
 
     def _colour_batch(self, images: np.ndarray, ids: np.ndarray, epoch: int) -> np.ndarray:
-        assert self._colour is not None
-        for k, i in enumerate(ids.tolist()):
-            seed_everything(sample_seed(self.seed, epoch, i))
-            images[k] = np.asarray(self._colour(Image.fromarray(images[k].transpose(1, 2, 0)))).transpose(2, 0, 1)
-        return images
+        if self._pool is None:
+            return _colour_chunk((self._colour, self.seed, epoch, ids, images))
+        # contiguous chunks, one per process; each sample seeded by itself, so the split changes nothing
+        parts = np.array_split(np.arange(len(ids)), self._workers)
+        tasks = [(None, self.seed, epoch, ids[p], images[p]) for p in parts if len(p)]
+        return np.concatenate(self._pool.map(_colour_chunk, tasks))
 
     def __iter__(self) -> Iterator[Batch]:
         epoch, planned = self.epoch, self.plan().batches(self.step)
@@ -148,7 +158,10 @@ class FfcvTrainLoader(TrainLoader):
         self.epoch, self.step = self.epoch + 1, 0
 
     def close(self) -> None:
-        """Nothing to stop: FFCV's thread ends with each epoch, numba's pool with the process."""
+        """Stop the colour processes (FFCV's thread ends with each epoch, numba's pool with the process)."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
 
 
 class FfcvValLoader(ValLoader):
@@ -181,6 +194,25 @@ class FfcvValLoader(ValLoader):
 
     def close(self) -> None:
         """Nothing to stop (see :meth:`FfcvTrainLoader.close`)."""
+
+
+_worker_colour: Colour | None = None  # the colour stage of a pool process (set once at its start)
+
+
+def _set_worker_colour(colour: Colour) -> None:
+    global _worker_colour
+    _worker_colour = colour
+
+
+def _colour_chunk(task: tuple[Colour | None, int, int, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Apply the colour stage to CHW images in place, each seeded by (seed, epoch, sample id)."""
+    colour, seed, epoch, ids, images = task
+    colour = colour or _worker_colour
+    assert colour is not None
+    for k, i in enumerate(ids.tolist()):
+        seed_everything(sample_seed(seed, epoch, i))
+        images[k] = np.asarray(colour(Image.fromarray(images[k].transpose(1, 2, 0)))).transpose(2, 0, 1)
+    return images
 
 
 def _centre_params(ids: np.ndarray, heights: np.ndarray, widths: np.ndarray, size: int, crop_pct: float) -> np.ndarray:

@@ -121,6 +121,7 @@ def test_same_pixels_for_any_worker_count_and_ranks_sharing_the_global_batch(noi
         loader = _train(noise_data, size=24, workers=workers, colour=colour, batch_size=4)
         loader.set_epoch(2)
         runs.append([x for x, _ in loader])
+        loader.close()  # its RandAugment processes
     assert len(runs[0]) == 4
     assert all(torch.equal(a, b) for run in runs[1:] for a, b in zip(runs[0], run))
     # one rank with batch 4 or two ranks with batch 2: same global batches, so the same pixel per sample
@@ -149,6 +150,7 @@ def test_mid_epoch_resume_gives_exactly_the_remaining_batches(noise_data):
     resumed.load_state_dict(state)
     resumed.set_epoch(1)
     rest = list(resumed)
+    resumed.close()
     assert len(rest) == len(reference) - 2
     assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(rest, reference[2:]))
     assert resumed.state_dict()["epoch"] == 2 and resumed.state_dict()["step"] == 0
