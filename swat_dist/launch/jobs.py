@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,7 +18,18 @@ from pathlib import Path
 from typing import Any
 
 RECORDS = Path("slurm") / "jobs.jsonl"
-FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+FINISHED = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+    "FINISHED",
+}  # FINISHED: a local job whose controller has exited
 
 
 def record(run_dir: Path, job_id: str, **info: Any) -> None:
@@ -110,13 +122,14 @@ def render(run_dir: Path) -> str:
 
 def cancel(run_dir: Path) -> list[str]:
     """Cancel the run's unfinished jobs; return their ids."""
+    local = {r["job_id"] for r in records(run_dir) if r.get("executor") == "local"}
     done = []
     for j in job_infos(run_dir):
-        if j.state in FINISHED or j.state == "FINISHED":
+        if j.state in FINISHED:
             continue
-        if j.stdout and any(r.get("executor") == "local" and r["job_id"] == j.job_id for r in records(run_dir)):
+        if j.job_id in local:  # the local executor's controller: SIGTERM ends it and its tasks
             try:
-                os.kill(int(j.job_id), 15)
+                os.kill(int(j.job_id), signal.SIGTERM)
             except OSError:
                 continue
         else:
