@@ -25,6 +25,7 @@ from .sender import Item, Sender, note, warn
 from .system import SYSTEM_STEP, NodeMonitor, node_id
 
 ID_FILE = Path("tracking") / "run.json"
+AT_EXIT_FLUSH_S = 10.0
 
 
 def read_run_id(run_dir: Path, uri: str) -> str | None:
@@ -85,8 +86,8 @@ class MlflowTracker:
     def log_system(self, values: dict[str, float]) -> None:
         self.sender.put(system_item(values))
 
-    def close(self, status: str = "FINISHED") -> None:
-        """Upload the artifacts, end the run, wait at most ``flush_timeout_s``; say where the run is."""
+    def close(self, status: str = "FINISHED", timeout_s: float | None = None) -> None:
+        """Upload the artifacts, end the run, wait at most ``timeout_s`` (``flush_timeout_s``); say where the run is."""
         if self.closed:
             return
         self.closed = True
@@ -97,14 +98,15 @@ class MlflowTracker:
             self.log_params({})
         self.sender.put(Item("artifacts", self._artifacts()))
         self.sender.put(Item("end", status))
-        left = self.sender.close(self.flush_timeout_s)
+        wait = self.flush_timeout_s if timeout_s is None else timeout_s
+        left = self.sender.close(wait)
         run = f"MLflow run {self.run_id}" if self.run_id else "the MLflow run (never opened)"
         where = f"{run} (experiment {self.experiment!r}) in {redact_text(self.uri)}"
         if left:
             points = sum(i.points for i in left)
             warn(
                 f"{points} metric values and {len(left) - sum(i.kind == 'metrics' for i in left)} other calls were not "
-                f"sent to {where} within {self.flush_timeout_s:.0f} s; every value is in "
+                f"sent to {where} within {wait:.0f} s; every value is in "
                 f"{self.run_dir / 'metrics.jsonl'}, and resuming this run sends what is missing"
             )
         elif self.sender.dropped:
@@ -112,7 +114,9 @@ class MlflowTracker:
         note(f"{where}\n[tracking] view it: {ui_command(redact_text(self.uri))}")
 
     def _at_exit(self) -> None:
-        self.close(status="KILLED")
+        # A stopped (preempted) or failed job: a short wait, as the requeued job replays metrics.jsonl anyway
+        # and the time before Slurm's kill belongs to the checkpoint.
+        self.close(status="KILLED", timeout_s=min(self.flush_timeout_s, AT_EXIT_FLUSH_S))
 
     def _artifacts(self) -> list[tuple[Path, str | None]]:
         ends = (self.run_dir / "summary.json", self.run_dir / "metrics.jsonl")

@@ -38,8 +38,9 @@ class Server:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.root / "server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+            try:  # /health answers before the API does: ask the API itself
+                url = f"{self.uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+                with urllib.request.urlopen(url, timeout=5) as r:
                     if r.status == 200:
                         return
             except OSError:

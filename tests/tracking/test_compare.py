@@ -66,3 +66,13 @@ def test_compare_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("swat-dist compare: error:")
     assert main(["tracking-server", "--backend-store-uri", "s3://bucket/x"]) == 2
     assert "expected sqlite:///FILE" in capsys.readouterr().err
+
+
+def test_tracking_server_command_is_loopback_with_proxied_artifacts(tmp_path):
+    from swat_dist.tracking.commands import server_command
+
+    cmd = server_command(5123, "127.0.0.1", f"sqlite:///{tmp_path / 'db' / 'm.db'}", str(tmp_path / "art"), 1)
+    assert cmd[0].endswith("mlflow") and cmd[1] == "server"
+    flags = dict(zip(cmd[2::2], cmd[3::2]))
+    assert flags["--host"] == "127.0.0.1" and flags["--port"] == "5123" and flags["--workers"] == "1"
+    assert "--serve-artifacts" in cmd and (tmp_path / "db").is_dir()  # the sqlite file's folder is made

@@ -30,8 +30,10 @@ def _last_step(run_dir: Path) -> int:
 @pytest.mark.slow
 def test_server_killed_mid_run_and_restarted_loses_nothing(server: Server, tmp_path):
     out = tmp_path / "run"
+    # flush_timeout_s: on a loaded machine a restarted server once took 50 s to serve its API
     args = train_args(out, f"max_steps={STEPS}", "eval.every_epochs=0", "checkpoint.every_steps=null",
-                      "tracking.experiment=outage", "tracking.http_timeout_s=3")  # fmt: skip
+                      "tracking.experiment=outage", "tracking.http_timeout_s=3",
+                      "tracking.flush_timeout_s=240")  # fmt: skip
     env = dict(os.environ, MLFLOW_TRACKING_URI=server.uri, OMP_NUM_THREADS="1")
     log = tmp_path / "train.log"
     proc = subprocess.Popen([sys.executable, "-m", "swat_dist", "train", *args], cwd=ROOT, env=env,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from swat_dist.tracking import mlflow_store
 
 from .conftest import free_port
@@ -13,6 +15,7 @@ from .helpers import assert_matches_jsonl, jsonl, run_id, train, train_args
 KEYS = ("train/loss", "lr", "throughput/images_per_sec", "throughput/mfu", "val/top1", "val_ema/top1")
 
 
+@pytest.mark.slow
 def test_one_run_with_params_tags_artifacts_then_resume_without_duplicate_or_missing_steps(tmp_path):
     out = tmp_path / "runs" / "tiny"
     common = ("eval.every_epochs=1", "data.path=https://bob:hunter2@host/x", "checkpoint.every_steps=4",
@@ -54,6 +57,7 @@ def test_one_run_with_params_tags_artifacts_then_resume_without_duplicate_or_mis
     assert mlflow_store.run_info(uri, first)["status"] == "FINISHED"
 
 
+@pytest.mark.slow
 def test_unreachable_store_at_start_trains_and_the_resume_sends_what_was_missing(tmp_path, monkeypatch, capfd):
     out = tmp_path / "runs" / "tiny"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
@@ -92,6 +96,7 @@ def test_a_uri_mlflow_cannot_use_is_one_warning_and_a_null_tracker(tmp_path, cap
     assert not (tmp_path / "runs" / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_which_run_a_start_continues(tmp_path, monkeypatch):
     """run.json (written at creation) lets a job that died before its first checkpoint continue its run;
     ``checkpoint.resume=none`` and another run folder's checkpoint start a new one; MLFLOW_RUN_ID picks one."""
@@ -124,3 +129,31 @@ def test_which_run_a_start_continues(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_RUN_ID", chosen)
     assert start("checkpoint.resume=none") == chosen
     assert len(mlflow_store.find_runs(uri, "swat_dist", [])) == 4
+
+
+EXIT_WITHOUT_CLOSE = """
+import sys
+from pathlib import Path
+from swat_dist.config import load_config
+from swat_dist.dist import DistEnv
+from swat_dist.tracking.tracker import open_tracker
+cfg = load_config([], sys.argv[2:])
+tracker = open_tracker(cfg, DistEnv(), Path(sys.argv[1]), None, [])
+for step in range(1, 6):
+    tracker.log_metrics({"train/loss": 1.0 / step}, step)
+raise SystemExit(0)  # a preemption stop (or an exception) leaves run() without tracker.close()
+"""
+
+
+@pytest.mark.slow
+def test_a_process_that_ends_without_close_flushes_and_marks_the_run_killed(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "runs" / "tiny"
+    args = [sys.executable, "-c", EXIT_WITHOUT_CLOSE, str(out), *train_args(out)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert mlflow_store.run_info(uri, run_id(out))["status"] == "KILLED"
+    assert [s for s, _, _ in mlflow_store.history(uri, run_id(out), "train/loss")] == [1, 2, 3, 4, 5]
