@@ -53,7 +53,10 @@ class BetonSplit:
         self.path = str(Path(root) / index.splits[split].files[0].path)
         if not Path(self.path).is_file():
             raise FileNotFoundError(f"{self.path}: missing (index.json lists it; run swat-dist data verify)")
-        beton = open_beton(self.path)
+        try:
+            beton = open_beton(self.path)
+        except Exception as err:  # FFCV's reader fails with asserts and index errors on a damaged file
+            raise ValueError(f"{self.path}: not a readable .beton ({err.__class__.__name__}: {err})") from None
         if beton.num_samples != index.splits[split].samples:
             raise ValueError(f"{self.path}: {beton.num_samples} samples, index.json says {index.splits[split].samples}")
         self.classes, self.labels = index.classes, beton.labels
@@ -119,7 +122,8 @@ class FfcvTrainLoader(TrainLoader):
         self._colour = colour
         self._stream = BetonStream(split.path, size, batch_size, workers, self._ids, self._params)
         # timm's colour ops are PIL code on global RNGs: run them in `workers` processes, as the other
-        # backends do. Forked now, before FFCV's threads exist; each holds `colour` from the fork.
+        # backends do. Forked at construction, before this loader's FFCV thread starts; the children run
+        # only PIL/numpy code and hold `colour` from the fork.
         self._pool: Pool | None = None
         self._workers = workers
         if colour is not None and workers > 0:

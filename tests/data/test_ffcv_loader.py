@@ -200,6 +200,9 @@ def test_build_loaders_for_ffcv_and_bad_paths(ids_data, tmp_path):
         BetonSplit(tmp_path / "nobeton", "train")
     with pytest.raises(ValueError, match="no test split"):
         BetonSplit(root, "test")
+    (tmp_path / "nobeton" / "train.beton").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(ValueError, match=r"train\.beton: not a readable \.beton"):
+        BetonSplit(tmp_path / "nobeton", "train")
 
 
 def _free_port() -> int:
