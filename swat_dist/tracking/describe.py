@@ -15,6 +15,7 @@ from typing import Any
 from ..config import Config, config_hash, to_dict
 from ..dist import DistEnv
 from .redact import redact
+from .system import node_id
 
 DEFAULT_EXPERIMENT = "swat_dist"
 # Schemes MLflow's client can log to. Anything else is a typo we report once instead of retrying forever.
@@ -93,7 +94,8 @@ def run_tags(cfg: Config, env: DistEnv) -> dict[str, str]:
         "swat.config_hash": config_hash(cfg),
         "swat.world_size": str(env.world_size),
         "swat.nodes": str(env.num_nodes),
-        "swat.host": socket.gethostname(),
+        "swat.host": socket.gethostname(),  # rank 0's; every node adds swat.host.node<N>
+        f"swat.host.{node_id(env.node_rank)}": socket.gethostname(),
         "swat.launcher": env.launcher,
     }
     commit = git_commit(Path(__file__).resolve().parent)

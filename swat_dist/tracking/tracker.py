@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -172,6 +173,7 @@ class NodeWatch:
         fail_fast(t.http_timeout_s)
         store = MlflowStore(uri, experiment_name(t.experiment), run_id, "", create=False)
         self.sender, self.flush_timeout_s = Sender(store, where=f"MLflow at {redact_text(uri)}"), t.flush_timeout_s
+        self.sender.put(Item("tags", {f"swat.host.{node_id(env.node_rank)}": socket.gethostname()}))
         self.monitor = NodeMonitor(self._put, node_id(env.node_rank), t.system_metrics_interval_s)
         atexit.register(self.close)  # the trainer knows nothing of it: it ends with the process
 

@@ -61,6 +61,7 @@ def test_each_node_logs_system_metrics_into_the_one_run(tmp_path: Path):
     uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
     (only,) = mlflow_store.find_runs(uri, "swat_dist", [])
     assert only["run_id"] == run_id(out)
+    assert {"swat.host.node0", "swat.host.node1"} <= set(only["tags"])
     for node in ("node0", "node1"):
         for key in PERCENT:
             points = mlflow_store.history(uri, only["run_id"], f"system/{node}/{key}")

@@ -19,7 +19,7 @@ KEYS = ("train/loss", "lr", "throughput/images_per_sec", "throughput/mfu", "val/
 def test_one_run_with_params_tags_artifacts_then_resume_without_duplicate_or_missing_steps(tmp_path):
     out = tmp_path / "runs" / "tiny"
     common = ("eval.every_epochs=1", "data.path=https://bob:hunter2@host/x", "checkpoint.every_steps=4",
-              "checkpoint.keep_last=2")  # fmt: skip
+              "checkpoint.keep_last=2", "tracking.log_weights=true")  # fmt: skip
     summary = train(out, "max_steps=6", *common)
     uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"  # the output root's store
     first = run_id(out)
@@ -37,7 +37,9 @@ def test_one_run_with_params_tags_artifacts_then_resume_without_duplicate_or_mis
     assert tags["swat.variant"] == "swat" and tags["swat.data_format"] == "synthetic"
     assert tags["mlflow.runName"] == "swat_deit_micro_patch4_32" and len(tags["mlflow.source.git.commit"]) == 40
     arts = tmp_path / "runs" / "mlartifacts"
-    assert {"config.yaml", "summary.json", "metrics.jsonl"} <= {p.name for p in arts.rglob("*") if p.is_file()}
+    uploaded = {str(p.relative_to(arts / first / "artifacts")) for p in arts.rglob("*") if p.is_file()}
+    assert uploaded == {"config.yaml", "summary.json", "metrics.jsonl", "weights/model.safetensors",
+                        "weights/model_ema.safetensors"}  # fmt: skip
     config = next(arts.rglob("config.yaml")).read_text()
     assert "hunter2" not in config and "bob:***@host" in config
     assert json.loads(next(arts.rglob("summary.json")).read_text())["steps"] == 6
