@@ -11,6 +11,10 @@ survivors to the writer with ``num_workers`` = our workers, and each FFCV worker
 our robust decoder. Bad files never reach FFCV; a file that passes the check but fails the real decode
 (it changed in between) becomes a 1x1 placeholder *and* a line in ``failures`` so the caller can reject
 the whole split - raising inside an FFCV worker would hang the writer, which waits for every sample.
+
+Reading for training (:class:`BetonStream`, used by ``ffcv_loader.py``): FFCV's ``Loader`` with our
+traversal order and a decode -> seeded crop pipeline; the plan, seeds and colour ops live in ffcv-free
+modules (``ffcv_loader.py``, ``ffcv_crop.py``).
 """
 
 from __future__ import annotations
@@ -162,7 +166,8 @@ CropParams = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (ids,
 
 
 def set_jit(enabled: bool) -> None:
-    """Compile FFCV pipelines with numba (default) or run them as Python: no JIT cost, about half the speed."""
+    """Compile FFCV pipelines with numba (default) or run them as plain Python: no JIT cost (10-30 s per
+    pipeline), but the per-pixel loops run interpreted - for tests on tiny images only."""
     Compiler.set_enabled(enabled)
 
 
