@@ -54,12 +54,15 @@ def note(message: str) -> None:
 class Sender:
     """The queue and its worker thread. ``put`` never blocks on the store; ``close`` waits a bounded time."""
 
-    def __init__(self, backend: Backend, where: str, backoff_s: tuple[float, float] = (1.0, 15.0)) -> None:
-        self.backend, self.where = backend, where
+    def __init__(
+        self, backend: Backend, where: str, backoff_s: tuple[float, float] = (1.0, 15.0), linger_s: float = 1.0
+    ) -> None:
+        self.backend, self.where, self.linger_s = backend, where, linger_s
         self.run_id: str | None = None
         self.dropped = 0  # metric values refused by the store for good
         self.attempted = threading.Event()  # set after the first attempt to open the run, good or bad
         self._queue: deque[Item] = deque()
+        self._points = 0  # metric values in the queue
         self._cond = threading.Condition()
         self._closing = False
         self._backoff_lo, self._backoff_hi = backoff_s
@@ -71,6 +74,7 @@ class Sender:
     def put(self, item: Item) -> None:
         with self._cond:
             self._queue.append(item)
+            self._points += item.points
             self._cond.notify()
 
     def pending(self) -> list[Item]:
@@ -104,6 +108,7 @@ class Sender:
                     self._cond.wait()
                 if not self._queue:
                     return
+                self._linger()
                 batch = self._head()
             try:
                 self.backend.send(batch)
@@ -117,7 +122,18 @@ class Sender:
             self._recovered()
             with self._cond:
                 for _ in batch:
-                    self._queue.popleft()
+                    self._points -= self._queue.popleft().points
+
+    def _linger(self) -> None:
+        """Let a batch fill for up to ``linger_s`` (the lock is held; ``wait`` releases it). One store round
+        trip per second instead of one per logged step: with a sqlite store and a step logged every 40 ms,
+        sending at once cost a quarter of the training throughput on 2 CPU cores (GIL and CPU)."""
+        deadline = time.monotonic() + self.linger_s
+        while not self._closing and self._points < MAX_METRICS_PER_BATCH and self._queue[-1].kind == "metrics":
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
 
     def _head(self) -> list[Item]:
         """The queue's first item, plus the metric items right behind it while a batch has room."""

@@ -53,7 +53,7 @@ def metrics(step: int, n: int = 1) -> Item:
 
 def test_order_survives_an_outage_with_one_warning(capfd):
     store = FakeStore()
-    sender = Sender(store, "fake", backoff_s=(0.05, 0.2))
+    sender = Sender(store, "fake", backoff_s=(0.05, 0.2), linger_s=0.0)
     assert store.opened.wait(5) and sender.run_id == "run-1"
     sender.put(metrics(1))
     store.down = True
@@ -114,3 +114,15 @@ def test_batches_respect_mlflows_limit(sizes):
         sender.put(metrics(step, n))
     assert sender.close(timeout_s=20) == []
     assert max(seen) <= MAX_METRICS_PER_BATCH and sum(seen) == sum(sizes)
+
+
+def test_lingering_sends_one_batch_per_second_not_one_per_step():
+    store = FakeStore()
+    sender = Sender(store, "fake", linger_s=0.5)
+    assert store.opened.wait(5)
+    for step in range(1, 51):  # 50 steps logged 10 ms apart: 0.5 s
+        sender.put(metrics(step, 14))
+        time.sleep(0.01)
+    assert sender.close(timeout_s=10) == []
+    assert [p[2] for _, p in store.got] == [s for s in range(1, 51) for _ in range(14)]
+    assert store.calls <= 3, store.calls  # 700 values in one or two batches (plus a remainder at close)
