@@ -10,11 +10,12 @@ from pathlib import Path
 def _loader(args: argparse.Namespace) -> int:
     from .data.bench import render, run
 
-    if args.workers < 0 or args.images < args.batch * 2:
-        raise ValueError(f"need --workers >= 0 and --images >= 2 x --batch ({2 * args.batch})")
+    if args.workers < 0 or args.images < args.batch * 2 or args.rounds < 1 or args.epochs < 1:
+        raise ValueError(f"need --workers >= 0, --rounds/--epochs >= 1 and --images >= 2 x --batch ({2 * args.batch})")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root) if args.root else Path(tmp)
-        text = render(run(root, args.images, args.workers, args.batch), args.images, args.workers, args.batch)
+        rows = run(root, args.images, args.workers, args.batch, rounds=args.rounds, timed_epochs=args.epochs)
+        text = render(rows, args.images, args.workers, args.batch, args.rounds)
     print(text)
     if args.out:
         with open(args.out, "a") as f:
@@ -48,6 +49,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     loader.add_argument("--images", type=int, default=2000, help="synthetic 256 px train images")
     loader.add_argument("--workers", type=int, default=os_cpus(), help="loader processes (default: all cores)")
     loader.add_argument("--batch", type=int, default=64)
+    loader.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians and paired ratios")
+    loader.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement (after a warm-up)")
     loader.add_argument("--root", default=None, help="keep the data here (reused next time) instead of a temp dir")
     loader.add_argument("--out", default="docs/benchmarks.md", help="append the table here ('' to skip)")
     loader.set_defaults(func=_loader)

@@ -17,6 +17,7 @@ import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from statistics import median
 
 from PIL import Image
 
@@ -80,38 +81,49 @@ def prepare(root: Path, images: int, size: int) -> tuple[Path, Path, Path]:
     return folder, wds, ffcv
 
 
+Row = tuple[str, float, float]  # name, median images/s, median per-round ratio to the folder loader
+
+
 def run(
-    root: Path, images: int, workers: int, batch: int, repeats: int = 2, size: int = 256, crop: int = 224
-) -> list[tuple[str, float]]:
+    root: Path, images: int, workers: int, batch: int, rounds: int = 3, timed_epochs: int = 2, size: int = 256,
+    crop: int = 224,
+) -> list[Row]:  # fmt: skip
+    """Every backend, ``rounds`` alternating rounds of ``timed_epochs`` timed epochs each.
+
+    Each row's ratio is paired: a backend's rate divided by the folder loader's (same work: crop rows by
+    folder crop, recipe rows by folder recipe; the ceiling by folder crop) *in the same round*, then the
+    median over rounds. On a shared machine a burst of other work slows one round of both backends
+    alike, so the paired median is far steadier than a ratio of bests (which a quiet second decides).
+    """
     from .ffcv_loader import BetonSplit, FfcvTrainLoader, colour_transform
 
     folder, wds, ffcv = prepare(root, images, size)
     paths = sorted(str(p) for p in (folder / "train").rglob("*.jpg"))
-    rows = [("decode-only ceiling (PIL, full size)", max(decode_ceiling(paths, workers) for _ in range(repeats)))]
     eval_tf = eval_transform(crop, 1.0)
+    rows: list[Row] = []
     for label, aa in RECIPES.items():
         tf = train_transform(crop, auto_augment=aa, color_jitter=0.0)
         ffcv_loader = FfcvTrainLoader(
-            BetonSplit(ffcv, "train"),
-            world_size=1,
-            rank=0,
-            batch_size=batch,
-            size=crop,
-            workers=workers,
+            BetonSplit(ffcv, "train"), world_size=1, rank=0, batch_size=batch, size=crop, workers=workers,
             colour=colour_transform(crop, aa, 0.0),
-        )
+        )  # fmt: skip
         sources: list[tuple[str, Source | TrainLoader]] = [
             ("folder", FolderSource(folder, "train", tf, eval_tf)),
             ("wds", WdsSource(wds, "train", tf, eval_tf)),
             ("ffcv", ffcv_loader),
         ]
-        # Alternate the backends over `repeats` rounds and keep each one's best: on a shared machine a
-        # single pass in fixed order hands whichever runs during a busy spell an unfair figure.
-        best = {name: 0.0 for name, _ in sources}
-        for _ in range(repeats):
+        rates: dict[str, list[float]] = {name: [] for name, _ in sources}
+        ceiling: list[float] = []
+        for _ in range(rounds):
+            if label == "crop":
+                ceiling.append(decode_ceiling(paths, workers))
             for name, src in sources:
-                best[name] = max(best[name], loader_rate(src, workers, batch))
-        rows += [(f"{name} {label}", rate) for name, rate in best.items()]
+                rates[name].append(loader_rate(src, workers, batch, epochs=timed_epochs + 1))
+        named = {f"{name} {label}": r for name, r in rates.items()}
+        if ceiling:
+            named = {"decode-only ceiling (PIL, full size)": ceiling, **named}
+        base = rates["folder"]
+        rows += [(name, median(r), median([a / b for a, b in zip(r, base)])) for name, r in named.items()]
     return rows
 
 
@@ -129,19 +141,18 @@ def machine() -> str:
     )
 
 
-def render(rows: list[tuple[str, float]], images: int, workers: int, batch: int) -> str:
-    base = dict(rows).get("folder crop")
+def render(rows: list[Row], images: int, workers: int, batch: int, rounds: int) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"### Loader throughput, {stamp}",
         "",
         f"Machine: {machine()}. {images} synthetic 256 px JPEGs, crop 224, batch {batch}, {workers} workers "
-        f"(FFCV: threads); best of alternating rounds; load average {os.getloadavg()[0]:.1f} (1 min) at the end.",
+        f"(FFCV: threads); median of {rounds} alternating rounds; load average {os.getloadavg()[0]:.1f} (1 min) "
+        "at the end.",
         "",
-        "| loader | images/s | vs folder crop |",
+        "| loader | images/s | vs folder (same work, paired per round) |",
         "|---|---|---|",
     ]
-    for name, rate in rows:
-        ratio = f"{rate / base:.2f}x" if base else "-"
-        lines.append(f"| {name} | {rate:,.0f} | {ratio} |")
+    for name, rate, ratio in rows:
+        lines.append(f"| {name} | {rate:,.0f} | {ratio:.2f}x |")
     return "\n".join(lines) + "\n"
