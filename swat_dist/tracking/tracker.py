@@ -97,7 +97,7 @@ class MlflowTracker:
             self.monitor.close()
         if self.config_params is not None:
             self.log_params({})
-        self.sender.put(Item("artifacts", self._artifacts()))
+        self.sender.put(Item("artifacts", self._artifacts(weights=status == "FINISHED")))
         self.sender.put(Item("end", status))
         wait = self.flush_timeout_s if timeout_s is None else timeout_s
         left = self.sender.close(wait)
@@ -119,10 +119,10 @@ class MlflowTracker:
         # and the time before Slurm's kill belongs to the checkpoint.
         self.close(status="KILLED", timeout_s=min(self.flush_timeout_s, AT_EXIT_FLUSH_S))
 
-    def _artifacts(self) -> list[tuple[Path, str | None]]:
+    def _artifacts(self, weights: bool) -> list[tuple[Path, str | None]]:
         ends = (self.run_dir / "summary.json", self.run_dir / "metrics.jsonl")
         files: list[tuple[Path, str | None]] = [(f, None) for f in ends if f.is_file()]
-        if self.exporter is not None:
+        if self.exporter is not None and weights:  # not for a stopped job: exporting takes its time
             try:
                 files += [(f, "weights") for f in self.exporter()]
             except (OSError, ValueError) as err:
