@@ -38,6 +38,9 @@ def check_uri(uri: str) -> None:
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme not in KNOWN_SCHEMES:
         raise ValueError(f"tracking URI {uri!r}: expected one of {', '.join(s + '://' for s in KNOWN_SCHEMES)}")
+    if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+        why = "MLflow 3.17 refuses file stores (unless MLFLOW_ALLOW_FILE_STORE=true); use sqlite:///FILE"
+        raise ValueError(f"tracking URI {uri!r}: {why}")
 
 
 def local_db(uri: str) -> Path | None:

@@ -82,7 +82,8 @@ def test_unreachable_store_at_start_trains_and_the_resume_sends_what_was_missing
     assert [s for s, _, _ in mlflow_store.history(uri, only["run_id"], "val/top1")] == [6, 10]
 
 
-def test_a_uri_mlflow_cannot_use_is_one_warning_and_a_null_tracker(tmp_path, capfd):
+@pytest.mark.parametrize("uri", ["htp://typo:5000", "file:///tmp/mlruns"])
+def test_a_uri_mlflow_cannot_use_is_one_warning_and_a_null_tracker(tmp_path, capfd, uri):
     from swat_dist.config import load_config
     from swat_dist.dist import DistEnv
     from swat_dist.train.metrics import NullTracker
@@ -90,11 +91,11 @@ def test_a_uri_mlflow_cannot_use_is_one_warning_and_a_null_tracker(tmp_path, cap
     from swat_dist.train.trainer import TrainState
 
     out = tmp_path / "runs" / "tiny"
-    cfg = load_config([], train_args(out, "tracking.uri=htp://typo:5000"))
+    cfg = load_config([], train_args(out, f"tracking.uri={uri}"))
     tracker = make_tracker(cfg, DistEnv(), out, TrainState(), None)
     assert isinstance(tracker, NullTracker)  # the loop logs into it as into any tracker, and trains on
     err = capfd.readouterr().err
-    assert err.count("[tracking] warning: tracking URI 'htp://typo:5000'") == 1 and err.count("\n") == 1, err
+    assert err.count(f"[tracking] warning: tracking URI '{uri}'") == 1 and err.count("\n") == 1, err
     assert not (tmp_path / "runs" / "mlflow.db").exists()
 
 
