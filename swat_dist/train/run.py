@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import timm
 from torch import nn
 
 from ..config import Config, check_runtime, config_hash, derived, save_config
@@ -18,22 +17,13 @@ from ..dist import DistEnv
 from .checkpoint import CheckpointManager, resolve
 from .ema import EMA
 from .engine import Engine, destroy, device_for, init_distributed
+from .finetune import build_model
 from .metrics import MetricsWriter, NullMetrics, NullTracker, Tracker, peak_flops, train_flops_per_image
 from .optim import param_groups
 from .trainer import Trainer, TrainState
 
 if TYPE_CHECKING:
     from ..tracking.tracker import MlflowTracker
-
-
-def build_model(cfg: Config) -> Any:
-    m = cfg.model
-    if m.finetune:
-        raise ValueError("model.finetune is not supported by the trainer yet")
-    extra: dict[str, Any] = {"img_size": m.img_size} if m.img_size else {}
-    return timm.create_model(
-        m.name, num_classes=m.num_classes, drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate, **extra, **m.kwargs
-    )
 
 
 def make_tracker(cfg: Config, env: DistEnv, run_dir: Path, state: TrainState, resume_from: Path | None) -> Tracker:
