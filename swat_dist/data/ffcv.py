@@ -20,6 +20,8 @@ modules (``ffcv_loader.py``, ``ffcv_crop.py``).
 from __future__ import annotations
 
 import queue
+import sys
+import traceback
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -47,6 +49,23 @@ from ffcv.reader import Reader  # noqa: E402
 from ffcv.traversal_order.base import TraversalOrder  # noqa: E402
 
 torch.set_num_threads(_threads)
+
+
+def _without_numba_gc_noise(hook: Callable[[Any], object]) -> Callable[[Any], object]:
+    """numba's dispatcher finalizer raises a harmless KeyError when an FFCV pipeline is garbage-collected
+    (PLATFORM.md); Python prints it as a traceback in the middle of a user's output. Drop exactly that one."""
+
+    def hook_(unraisable: Any) -> None:
+        frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback else []
+        last = frames[-1].filename.replace("\\", "/") if frames else ""
+        if isinstance(unraisable.exc_value, KeyError) and last.endswith("numba/core/dispatcher.py"):
+            return
+        hook(unraisable)
+
+    return hook_
+
+
+sys.unraisablehook = _without_numba_gc_noise(sys.unraisablehook)
 
 MIN_PAGE = 8 * 2**20  # FFCV's default page; a sample must fit in one page or its worker dies
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from multiprocessing.pool import Pool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,7 +87,15 @@ def colour_transform(
         mean=mean,
         separate=True,
     )
+    # timm adds ColorJitter(0, 0, 0) for color_jitter=0: a no-op that would still send every batch through
+    # the colour processes (pickled there and back: half of FFCV's throughput here), so it is dropped
+    secondary.transforms = [t for t in secondary.transforms if not _no_op(t)]
     return secondary if secondary.transforms else None
+
+
+def _no_op(t: Any) -> bool:
+    jitter = ("brightness", "contrast", "saturation", "hue")
+    return type(t).__name__ == "ColorJitter" and all(getattr(t, k, 1) is None for k in jitter)
 
 
 class FfcvTrainLoader(TrainLoader):

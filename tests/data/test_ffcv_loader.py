@@ -271,3 +271,11 @@ def test_an_error_in_the_pipeline_raises_instead_of_hanging(noise_data):
     loader._crop = broken  # runs inside FFCV's thread, whose own iterator would then wait forever
     with pytest.raises(RuntimeError, match="thread died"):
         next(iter(loader))
+
+
+def test_no_colour_stage_without_colour_work():
+    """color_jitter=0 without RandAugment adds nothing to do per image, so no batch may be sent through the
+    colour processes (timm's no-op ColorJitter(0, 0, 0) once halved FFCV's throughput that way)."""
+    assert colour_transform(32, None, 0.0) is None
+    assert colour_transform(32, None, 0.4) is not None
+    assert colour_transform(32, RAND, 0.0) is not None
