@@ -1,0 +1,264 @@
+"""The config tree: one frozen dataclass per section, with defaults (the DeiT/Swin recipe of SWAT_SPEC 6.2)
+and the checks each section makes of itself when built. Loading, deriving and saving live in
+:mod:`.config`, which re-exports everything here.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from .config_types import ConfigError, FrozenDict, Node
+
+Interpolation = Literal["bicubic", "bilinear", "nearest", "lanczos", "box", "hamming"]
+TrainInterpolation = Literal["random", "bicubic", "bilinear", "nearest", "lanczos", "box", "hamming"]
+# DeepSpeed keys that would be a second source of truth for a setting of ours.
+DEEPSPEED_REFUSED = {
+    "optimizer": "optim.* (we pass a client torch AdamW: DeepSpeed's own optimizers JIT-compile ~50 s)",
+    "scheduler": "sched.* (our schedule is stepped by the trainer)",
+    "bfloat16": "engine.precision",
+    "amp": "engine.precision",
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig(Node):
+    """What to train: a timm registry name and the knobs ``timm.create_model`` takes."""
+
+    _key: ClassVar[str] = "model"
+    name: str = "swat_deit_tiny_patch16_224"
+    num_classes: int = 1000
+    img_size: int | None = None  # None: the model's pretrained cfg (input_size)
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    kwargs: Mapping[str, Any] = field(default_factory=FrozenDict)  # extra create_model kwargs
+    finetune: str | None = None  # checkpoint to start from; the head is re-initialised if num_classes differs
+
+    def _check(self) -> None:
+        self._need("name", bool(self.name.strip()), "must name a model")
+        self._range("num_classes", "img_size", lo=1)
+        self._range("drop_rate", "drop_path_rate", lo=0, hi=1, open_hi=True)
+
+
+@dataclass(frozen=True)
+class DataConfig(Node):
+    """The data and the augmentation recipe; batch sizes are per rank (timm's ``--batch-size``)."""
+
+    _key: ClassVar[str] = "data"
+    format: Literal["folder", "wds", "ffcv", "synthetic"] = "folder"
+    path: str | None = None  # required unless format is synthetic
+    batch_size: int = 128
+    val_batch_size: int | None = None  # None: batch_size
+    workers: int = 8
+    crop_pct: float | None = None  # eval centre crop; None: the model's pretrained cfg
+    interpolation: Interpolation | None = "bicubic"  # eval resize; None: the model's pretrained cfg
+    train_interpolation: TrainInterpolation = "random"
+    mean: tuple[float, float, float] | None = None  # None: the model's pretrained cfg
+    std: tuple[float, float, float] | None = None
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1"  # timm string; color_jitter applies only without it
+    color_jitter: float = 0.4
+    reprob: float = 0.25  # random erasing, pixel mode, one box
+    mixup: float = 0.8  # alpha; mixup and cutmix are timm's batch mode
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    smoothing: float = 0.1
+    shard_group: int = 8  # shards shuffled together (wds): see swat_dist.data.plan
+    synthetic_samples: int = 1024
+    synthetic_classes: int | None = None  # None: model.num_classes
+
+    @property
+    def mixup_active(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+    def _check(self) -> None:
+        if self.format != "synthetic" and not self.path:
+            raise ConfigError(f"data.path is required for data.format {self.format!r} (only synthetic data needs none)")
+        self._range("batch_size", "val_batch_size", "shard_group", "synthetic_samples", "synthetic_classes", lo=1)
+        self._range("workers", "mixup", "cutmix", "color_jitter", lo=0)
+        self._range("hflip", "reprob", "mixup_prob", "mixup_switch_prob", lo=0, hi=1)
+        self._range("smoothing", lo=0, hi=1, open_hi=True)
+        self._range("crop_pct", lo=0, hi=1, open_lo=True)
+        self._need("std", self.std is None or min(self.std) > 0, "must be > 0")
+        for name in ("scale", "ratio"):
+            lo, hi = getattr(self, name)
+            self._need(name, 0 < lo <= hi and (name == "ratio" or hi <= 1), "must be [low, high] with 0 < low <= high")
+        self._need("auto_augment", self.auto_augment != "", "must be a timm policy string or null (no augmentation)")
+        if self.mixup_active:  # timm's batch-mode Mixup pairs each sample with its mirror in the batch
+            self._need("batch_size", self.batch_size % 2 == 0, "must be even when data.mixup or data.cutmix is on")
+
+
+@dataclass(frozen=True)
+class OptimConfig(Node):
+    """AdamW. ``lr`` is the base lr at ``lr_base_batch``; the lr used is :func:`derived`'s ``lr``."""
+
+    _key: ClassVar[str] = "optim"
+    opt: Literal["adamw"] = "adamw"
+    lr: float = 5e-4  # 1e-3 at 128 x 8 = 1024 (SWAT_SPEC 6.2) under the linear rule
+    lr_base_batch: int = 512
+    lr_scale: Literal["linear", "sqrt", "none"] = "linear"  # none: lr is absolute (timm train.py files)
+    weight_decay: float = 0.05
+    eps: float = 1e-8
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad: float | None = 5.0  # global grad-norm clip; null: none
+    layer_decay: float | None = None
+
+    def _check(self) -> None:
+        self._range("lr", "eps", "clip_grad", lo=0, open_lo=True)
+        self._range("lr_base_batch", lo=1)
+        self._range("weight_decay", lo=0)
+        self._need("betas", all(0 <= b < 1 for b in self.betas), "must each be in [0, 1)")
+        self._range("layer_decay", lo=0, hi=1, open_lo=True)
+
+
+@dataclass(frozen=True)
+class SchedConfig(Node):
+    """Cosine with warmup and cooldown, timm's CosineLRScheduler semantics, stepped per optimizer step.
+
+    The lr rises linearly from ``warmup_lr`` over ``warmup_epochs``; the cosine runs from the lr at
+    step 0 to ``min_lr`` at ``epochs`` (the warmup overlaps its start, timm's warmup_prefix=False); then
+    ``cooldown_epochs`` more epochs at ``min_lr``. Training therefore runs ``epochs + cooldown_epochs``
+    epochs, as timm train.py does (``--epochs 300 --cooldown-epochs 10`` trains 310). ``min_lr`` and
+    ``warmup_lr`` are absolute, never scaled with the batch (timm scales only the lr).
+    """
+
+    _key: ClassVar[str] = "sched"
+    epochs: int = 300
+    warmup_epochs: int = 20
+    cooldown_epochs: int = 10
+    min_lr: float = 1e-5
+    warmup_lr: float = 1e-6
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.cooldown_epochs
+
+    def _check(self) -> None:
+        self._range("epochs", lo=1)
+        self._range("warmup_epochs", "cooldown_epochs", "min_lr", "warmup_lr", lo=0)
+        self._need("warmup_epochs", self.warmup_epochs < self.epochs, f"must be < sched.epochs ({self.epochs})")
+
+
+@dataclass(frozen=True)
+class EMAConfig(Node):
+    _key: ClassVar[str] = "ema"
+    enabled: bool = False
+    decay: float = 0.99996
+    eval: bool = True  # also evaluate the EMA weights
+
+    def _check(self) -> None:
+        self._range("decay", lo=0, hi=1, open_lo=True, open_hi=True)
+
+
+@dataclass(frozen=True)
+class EngineConfig(Node):
+    """DeepSpeed: ZeRO stage, precision, accumulation; ``deepspeed`` is merged last into the generated config."""
+
+    _key: ClassVar[str] = "engine"
+    zero_stage: Literal[0, 1, 2, 3] = 0  # ZeRO does not pay off for models this small (USERS.md)
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    grad_accum: int = 1
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    deepspeed: Mapping[str, Any] = field(default_factory=FrozenDict)
+
+    def _check(self) -> None:
+        self._range("grad_accum", lo=1)
+        self._need(
+            "offload_optimizer", not self.offload_optimizer or self.zero_stage >= 1, "needs engine.zero_stage >= 1"
+        )
+        self._need("offload_params", not self.offload_params or self.zero_stage == 3, "needs engine.zero_stage 3")
+        for key, owner in DEEPSPEED_REFUSED.items():
+            if key in self.deepspeed:
+                raise ConfigError(f"engine.deepspeed.{key} is not allowed: it comes from {owner}")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig(Node):
+    _key: ClassVar[str] = "checkpoint"
+    every_steps: int | None = None
+    every_minutes: float | None = 30.0
+    keep_last: int = 3
+    resume: str = "auto"  # 'auto' (latest in the run folder, if any), 'none', or a checkpoint path
+
+    def _check(self) -> None:
+        self._range("every_steps", "keep_last", lo=1)
+        self._range("every_minutes", lo=0, open_lo=True)
+        self._need("resume", bool(self.resume), "must be 'auto', 'none' or a checkpoint path")
+
+
+@dataclass(frozen=True)
+class EvalConfig(Node):
+    _key: ClassVar[str] = "eval"
+    every_epochs: int = 1  # 0: only at the end
+    at_end: bool = True
+
+    def _check(self) -> None:
+        self._range("every_epochs", lo=0)
+
+
+@dataclass(frozen=True)
+class TrackingConfig(Node):
+    """Where rank 0 logs (README "Track and compare runs in MLflow")."""
+
+    _key: ClassVar[str] = "tracking"
+    backend: Literal["mlflow", "none"] = "mlflow"
+    experiment: str | None = None  # None: env MLFLOW_EXPERIMENT_NAME, else 'swat_dist'
+    # None: env MLFLOW_TRACKING_URI, else sqlite:///<output root>/mlflow.db (the folder holding the run folder)
+    uri: str | None = None
+    run_name: str | None = None  # None: the run's name
+    system_metrics: bool = True  # CPU, memory (and GPU) of each node, sampled in the background
+    system_metrics_interval_s: float = 10.0
+    log_weights: bool = False  # upload the exported fp32 (and EMA) weights at the end (model-sized upload)
+    start_timeout_s: float = 30.0  # how long the start waits for the run to open (then it opens in the background)
+    flush_timeout_s: float = 120.0  # how long the end waits for queued metrics to reach the store
+    http_timeout_s: float = 10.0  # one HTTP call to a tracking server (MLFLOW_HTTP_REQUEST_TIMEOUT wins if set)
+
+    def _check(self) -> None:
+        self._need("experiment", self.experiment is None or bool(self.experiment), "must not be empty")
+        self._range("system_metrics_interval_s", "http_timeout_s", lo=0, open_lo=True)
+        self._range("start_timeout_s", "flush_timeout_s", lo=0)
+
+
+@dataclass(frozen=True)
+class Config(Node):
+    """The whole run. Build it with :func:`load_config` or :func:`from_dict`; it cannot be changed."""
+
+    name: str | None = None  # None: the model name
+    output_dir: str = "runs/{name}"  # template; {name} is the run's name
+    seed: int = 42
+    log_every: int = 10  # optimizer steps
+    max_steps: int | None = None  # stop early (tests, benchmarks)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # no default data: data.path is required
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.model.name
+
+    def _check(self) -> None:
+        self._need("name", self.name is None or (bool(self.name) and "/" not in self.name), "must be a non-empty word")
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(self.output_dir) if f is not None}
+        except ValueError as err:
+            raise ConfigError(f"output_dir: {self.output_dir!r} is not a valid template ({err})") from None
+        self._need("output_dir", names <= {"name"}, "may only use the placeholder {name}")
+        self._range("seed", lo=0)
+        self._range("log_every", "max_steps", lo=1)
+        classes = self.data.synthetic_classes
+        if classes is not None and classes > self.model.num_classes:
+            raise ConfigError(
+                f"data.synthetic_classes ({classes}) must be <= model.num_classes ({self.model.num_classes})"
+            )
