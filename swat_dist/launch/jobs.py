@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..train.checkpoint_paths import latest_tag, step_of
+
 RECORDS = Path("slurm") / "jobs.jsonl"
 FINISHED = {
     "COMPLETED",
@@ -105,8 +107,8 @@ def last_step(run_dir: Path) -> int | None:
         for line in reversed(metrics.read_text().splitlines()):
             if line.strip():
                 return int(json.loads(line)["step"])
-    pointer = run_dir / "checkpoints" / "latest"
-    return int(pointer.read_text().strip().split("_")[1]) if pointer.is_file() else None
+    tag = latest_tag(run_dir / "checkpoints")
+    return step_of(tag) if tag else None
 
 
 def render(run_dir: Path) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from ..config import Config, check_runtime, derived
+from ..train.checkpoint_paths import resolve as resolve_checkpoint
 
 Executor = Literal["auto", "slurm", "local"]
 CLUSTERS_DIR = Path(__file__).resolve().parents[2] / "launch" / "clusters"
@@ -166,8 +167,8 @@ def _check_resumable(run_dir: Path, resume: str, world: int, layout: str) -> Non
     """resume=auto in a run dir whose checkpoint has another world size would fail inside the job: say it now."""
     if resume != "auto":
         return
-    pointer = run_dir / "checkpoints" / "latest"
-    meta_path = run_dir / "checkpoints" / pointer.read_text().strip() / "meta.json" if pointer.is_file() else None
+    latest = resolve_checkpoint(run_dir, "auto")
+    meta_path = latest / "meta.json" if latest is not None else None
     if meta_path is None or not meta_path.is_file():
         return
     written = json.loads(meta_path.read_text()).get("world_size")

@@ -30,6 +30,7 @@ import submitit
 
 from ..dist import DistEnv, port_from_job, read_env
 from ..train import preempt
+from ..train.checkpoint_paths import resolve
 from .profile import Plan
 
 REQUEUE_WAIT_S = 300  # how long ranks > 0 wait for Slurm to end them after rank 0 requeued the job
@@ -54,8 +55,8 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         cfg = load_config(self.config_files, self.overrides)
         if env.is_main:  # which attempt this is and where it starts: the first thing to look for in a log
-            pointer = Path(derived(cfg, env.world_size)["output_dir"]) / "checkpoints" / "latest"
-            start = f"resuming from {pointer.read_text().strip()}" if pointer.is_file() else "starting"
+            latest = resolve(Path(derived(cfg, env.world_size)["output_dir"]), "auto")
+            start = f"resuming from {latest.name}" if latest is not None else "starting"
             print(f"[swat-dist] job {env.job_id} attempt {env.restart_count + 1}: {start}", flush=True)
         summary = run(cfg, env)
         if not summary.get("stopped"):

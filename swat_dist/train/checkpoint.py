@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,12 +31,11 @@ from safetensors.torch import save_file
 
 from ..config import CheckpointConfig
 from ..dist import DistEnv
+from .checkpoint_paths import TAG, tag_for
 from .ema import EMA
 
 if TYPE_CHECKING:  # the engine imports deepspeed (~7 s): export and eval read checkpoints without it
     from .engine import Engine
-
-TAG = re.compile(r"^step_(\d+)$")
 
 
 def rng_state() -> dict[str, Any]:
@@ -60,29 +58,6 @@ def _barrier() -> None:
         tdist.barrier()
 
 
-def latest_tag(ckpt_dir: Path) -> str | None:
-    pointer = ckpt_dir / "latest"
-    return pointer.read_text().strip() if pointer.is_file() else None
-
-
-def resolve(run_dir: Path, resume: str) -> Path | None:
-    """The checkpoint folder ``resume`` names: 'auto' (the run's latest, if any), 'none', or a path
-    (a tag folder, or a checkpoints folder / run folder with a ``latest`` pointer)."""
-    if resume == "none":
-        return None
-    if resume == "auto":
-        tag = latest_tag(run_dir / "checkpoints")
-        return run_dir / "checkpoints" / tag if tag else None
-    path = Path(resume)
-    for folder in (path, path / "checkpoints"):
-        tag = latest_tag(folder)
-        if tag:
-            return folder / tag
-    if (path / "meta.json").is_file():
-        return path
-    raise ValueError(f"{resume!r} is not a checkpoint folder, a checkpoints folder or a run folder with a 'latest'")
-
-
 class CheckpointManager:
     def __init__(self, run_dir: Path, cfg: CheckpointConfig, env: DistEnv, engine: Engine, ema: EMA | None) -> None:
         self.dir, self.cfg, self.env, self.engine, self.ema = run_dir / "checkpoints", cfg, env, engine, ema
@@ -90,7 +65,7 @@ class CheckpointManager:
 
     def save(self, step: int, state: dict[str, Any], meta: dict[str, Any]) -> Path:
         """Collective save of tag ``step_<step>``; ``state`` is this rank's trainer state (no RNG: added here)."""
-        tag = f"step_{step:08d}"
+        tag = tag_for(step)
         path = self.dir / tag
         if self.env.is_main and path.exists():  # a save of this step that crashed before ``latest``
             shutil.rmtree(path)

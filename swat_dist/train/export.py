@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import Config
-from .checkpoint import resolve
+from .checkpoint_paths import resolve
 
 
 def weights_file(source: str | Path, ema: bool = False) -> Path:

@@ -14,7 +14,8 @@ from ..config import Config, check_runtime, config_hash, derived, save_config
 from ..data.build import build_loaders
 from ..data.loader import seed_everything
 from ..dist import DistEnv
-from .checkpoint import CheckpointManager, resolve
+from .checkpoint import CheckpointManager
+from .checkpoint_paths import resolve
 from .ema import EMA
 from .engine import Engine, destroy, device_for, init_distributed
 from .finetune import build_model
