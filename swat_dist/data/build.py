@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import DataConfig
 from .loader import Source, TrainLoader, ValLoader
-from .transforms import DeviceAugment, eval_transform, train_transform
+from .transforms import DeviceAugment, colour_transform, eval_transform, train_transform
 
 
 @dataclass
@@ -71,7 +71,7 @@ def _ffcv_loaders(
     data: DataConfig, size: int, ev: dict[str, Any], world_size: int, rank: int, seed: int
 ) -> tuple[TrainLoader, ValLoader, list[str]]:
     """FFCV's own decode/crop pipeline with our plan and seeds (:mod:`.ffcv_loader`); colour ops as timm's."""
-    from .ffcv_loader import BetonSplit, FfcvTrainLoader, FfcvValLoader, colour_transform
+    from .ffcv_loader import BetonSplit, FfcvTrainLoader, FfcvValLoader
 
     assert data.path is not None
     train_split, val_split = BetonSplit(data.path, "train"), BetonSplit(data.path, "val")

@@ -23,20 +23,19 @@ Interpolation is FFCV's OpenCV INTER_AREA resize for train and eval (``data.trai
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from multiprocessing.pool import Pool
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from timm.data import create_transform
 
 from .ffcv_crop import centre_crop, random_resized_crop, sample_keys
 from .loader import Batch, TrainLoader, ValLoader, sample_seed, seed_everything
 from .plan import PAD, val_batches
+from .transforms import Colour
 
 
 class BetonSplit:
@@ -66,38 +65,6 @@ class BetonSplit:
         return len(self.labels)
 
 
-Colour = Callable[[Image.Image], Image.Image]
-
-
-def colour_transform(
-    size: int,
-    auto_augment: str | None,
-    color_jitter: float,
-    interpolation: str = "random",
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406),
-) -> Colour | None:
-    """timm's per-image stage after crop and flip - RandAugment / AutoAugment / AugMix from a timm
-    string, else colour jitter - exactly as :func:`.transforms.train_transform` builds it; None if empty."""
-    _, secondary, _ = create_transform(
-        size,
-        is_training=True,
-        auto_augment=auto_augment,
-        color_jitter=color_jitter,
-        interpolation=interpolation,
-        mean=mean,
-        separate=True,
-    )
-    # timm adds ColorJitter(0, 0, 0) for color_jitter=0: a no-op that would still send every batch through
-    # the colour processes (pickled there and back: half of FFCV's throughput here), so it is dropped
-    secondary.transforms = [t for t in secondary.transforms if not _no_op(t)]
-    return secondary if secondary.transforms else None
-
-
-def _no_op(t: Any) -> bool:
-    jitter = ("brightness", "contrast", "saturation", "hue")
-    return type(t).__name__ == "ColorJitter" and all(getattr(t, k, 1) is None for k in jitter)
-
-
 class FfcvTrainLoader(TrainLoader):
     """:class:`.loader.TrainLoader`'s contract (plan, ``set_epoch``, ``state_dict``) over FFCV.
 
@@ -122,10 +89,8 @@ class FfcvTrainLoader(TrainLoader):
     ) -> None:
         from .ffcv import BetonStream
 
-        self.source = split  # type: ignore[assignment]  # the plan only needs len(); FFCV does the loading
-        self.world_size, self.rank, self.batch_size = world_size, rank, batch_size
-        self.seed, self.shard_sizes, self.shard_group = seed, None, 1
-        self.epoch, self.step = 0, 0
+        # the plan only needs len(split); FFCV does the loading, so no DataLoader (TrainLoader.__init__)
+        self._init_plan(split, world_size, rank, batch_size, seed, shard_sizes=None, shard_group=1)  # type: ignore[arg-type]
         self._crop_epoch = 0  # the epoch of the batches FFCV is making (its thread reads it)
         self._crop = partial(random_resized_crop, scale=scale, ratio=ratio, hflip=hflip)
         self._colour = colour

@@ -128,11 +128,18 @@ class TrainLoader:
         shard_sizes: list[int] | None = None,
         shard_group: int = 8,
     ) -> None:
+        self._init_plan(source, world_size, rank, batch_size, seed, shard_sizes, shard_group)
+        self._dataset = _PlannedDataset(source, train=True, seed=seed)
+        self._loader = _data_loader(self._dataset, _BatchList(self._remaining), workers)
+
+    def _init_plan(
+        self, source: Source, world_size: int, rank: int, batch_size: int, seed: int,
+        shard_sizes: list[int] | None, shard_group: int,
+    ) -> None:  # fmt: skip
+        """The fields the plan, the step count and the state read (all a loader making its own batches needs)."""
         self.source, self.world_size, self.rank, self.batch_size = source, world_size, rank, batch_size
         self.seed, self.shard_sizes, self.shard_group = seed, shard_sizes, shard_group
         self.epoch, self.step = 0, 0
-        self._dataset = _PlannedDataset(source, train=True, seed=seed)
-        self._loader = _data_loader(self._dataset, _BatchList(self._remaining), workers)
 
     def plan(self, epoch: int | None = None) -> TrainPlan:
         epoch = self.epoch if epoch is None else epoch

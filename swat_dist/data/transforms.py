@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from PIL import Image
@@ -21,6 +22,23 @@ from torch import Tensor
 from torchvision import transforms as T
 
 ImageTransform = Callable[[Image.Image], Tensor]
+
+
+def _timm_stages(img_size: int, **kwargs: Any) -> tuple[T.Compose, T.Compose]:
+    """timm's train transform split into (crop + flip, colour: RandAugment / AutoAugment / jitter).
+
+    timm adds ``ColorJitter(0, 0, 0)`` for ``color_jitter=0``: it changes no pixel, yet it would send every
+    FFCV batch through the colour processes (pickled there and back: half of FFCV's throughput here), so
+    it is dropped from the colour stage.
+    """
+    primary, secondary, _ = create_transform(img_size, is_training=True, separate=True, **kwargs)
+    secondary.transforms = [t for t in secondary.transforms if not _no_op_jitter(t)]
+    return primary, secondary
+
+
+def _no_op_jitter(t: Any) -> bool:
+    jitter = ("brightness", "contrast", "saturation", "hue")
+    return isinstance(t, T.ColorJitter) and all(getattr(t, k) is None for k in jitter)
 
 
 def train_transform(
@@ -37,19 +55,29 @@ def train_transform(
 
     ``color_jitter`` applies only without ``auto_augment`` (timm's rule, as in the SWAT recipe).
     """
-    primary, secondary, _ = create_transform(
-        img_size,
-        is_training=True,
-        scale=scale,
-        ratio=ratio,
-        hflip=hflip,
-        interpolation=interpolation,
-        auto_augment=auto_augment,
-        color_jitter=color_jitter,
-        mean=mean,
-        separate=True,
-    )
+    primary, secondary = _timm_stages(
+        img_size, scale=scale, ratio=ratio, hflip=hflip, interpolation=interpolation, auto_augment=auto_augment,
+        color_jitter=color_jitter, mean=mean,
+    )  # fmt: skip
     return T.Compose([primary, secondary, MaybePILToTensor()])
+
+
+Colour = Callable[[Image.Image], Image.Image]
+
+
+def colour_transform(
+    img_size: int,
+    auto_augment: str | None,
+    color_jitter: float,
+    interpolation: str = "random",
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+) -> Colour | None:
+    """Only the colour stage of :func:`train_transform` (for FFCV, which crops and flips itself); None if
+    it has nothing to do."""
+    _, secondary = _timm_stages(
+        img_size, auto_augment=auto_augment, color_jitter=color_jitter, interpolation=interpolation, mean=mean
+    )
+    return secondary if secondary.transforms else None
 
 
 def eval_transform(img_size: int, crop_pct: float = 0.875, interpolation: str = "bicubic") -> ImageTransform:

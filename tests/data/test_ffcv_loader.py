@@ -23,7 +23,8 @@ from swat_dist.data.build import build_loaders
 from swat_dist.data.convert import ConvertOptions, convert
 from swat_dist.data.ffcv import set_jit
 from swat_dist.data.ffcv_crop import centre_crop, random_resized_crop, sample_keys
-from swat_dist.data.ffcv_loader import BetonSplit, FfcvTrainLoader, FfcvValLoader, colour_transform
+from swat_dist.data.ffcv_loader import BetonSplit, FfcvTrainLoader, FfcvValLoader
+from swat_dist.data.transforms import colour_transform
 
 from .helpers import colour_id, write_id_folder
 
