@@ -19,7 +19,9 @@ from typing import Any
 import yaml
 
 from ..config import Config, to_dict
+from ..data.index import atomic_write
 from ..dist import DistEnv
+from ..train.metrics import metric_values
 from .describe import check_uri, experiment_name, param_value, run_params, run_tags, tracking_uri, ui_command
 from .redact import redact, redact_text, redact_tree
 from .sender import Item, Sender, note, warn
@@ -39,11 +41,8 @@ def read_run_id(run_dir: Path, uri: str) -> str | None:
 
 
 def write_run_id(run_dir: Path, uri: str, experiment: str, run_id: str) -> None:
-    path = run_dir / ID_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"run_id": run_id, "uri": redact_text(uri), "experiment": experiment}) + "\n")
-    os.replace(tmp, path)
+    record = {"run_id": run_id, "uri": redact_text(uri), "experiment": experiment}
+    atomic_write(run_dir / ID_FILE, json.dumps(record) + "\n")
 
 
 def system_item(values: dict[str, float]) -> Item:
@@ -154,7 +153,7 @@ def open_tracker(cfg: Config, env: DistEnv, run_dir: Path, run_id: str | None, r
     sender.put(Item("tags", run_tags(cfg, env)))
     tracker = MlflowTracker(sender, run_dir, uri, experiment, t.flush_timeout_s, run_params(cfg, {}))
     for record in replay:
-        tracker.log_metrics({k: v for k, v in record.items() if _number(v) and k != "step"}, int(record["step"]))
+        tracker.log_metrics(metric_values(record), int(record["step"]))
     tracker.artifacts.append((_redacted_config(cfg, run_dir), None))
     if t.system_metrics:
         tracker.monitor = NodeMonitor(tracker.log_system, node_id(env.node_rank), t.system_metrics_interval_s)
@@ -183,10 +182,6 @@ class NodeWatch:
     def close(self) -> None:
         self.monitor.close()
         self.sender.close(self.flush_timeout_s)
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _redacted_config(cfg: Config, run_dir: Path) -> Path:

@@ -84,6 +84,12 @@ class NullMetrics:
         pass
 
 
+def metric_values(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a ``metrics.jsonl`` record, as a tracker logs them (the step is its axis, not a value)."""
+    return {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k != "step"}  # fmt: skip
+
+
 def _before(record: dict[str, Any], step: int) -> bool:
     """Logged before the checkpoint of ``step``: its training lines, not an evaluation at that step (the
     resumed run repeats an end-of-epoch evaluation that ran after the save)."""
@@ -109,8 +115,7 @@ class MetricsWriter:
     def log(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        numbers = {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
-        self.tracker.log_metrics(numbers, step=int(record["step"]))
+        self.tracker.log_metrics(metric_values(record), step=int(record["step"]))
 
     def summary(self, record: dict[str, Any]) -> None:
         tmp = self.summary_path.with_suffix(".tmp")
