@@ -1,8 +1,13 @@
 """swat_dist: distributed pretraining of SWAT vision models.
 
-Importing the package registers every SWAT model and our extra baselines in timm's registry.
+``import swat_dist`` makes every SWAT model and our extra baselines available in timm's registry
+(``timm.create_model('swat_deit_tiny_patch16_224')``) without importing torch or timm itself: they are
+registered when timm is imported (:mod:`.registration`), so the CLI and the config stay fast on a
+login node.
 """
 
-from . import models  # noqa: F401  (registers swat_* models with timm)
+from . import registration
+
+registration.install()
 
 __version__ = "0.1.0"

@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
@@ -45,6 +43,7 @@ from .config_tree import (  # the tree, re-exported: callers import it from here
     TrainInterpolation,
 )
 from .config_types import ConfigError, check_keys, merge, parse_yaml, to_plain
+from .files import atomic_write
 
 __all__ = [
     "DEEPSPEED_REFUSED",
@@ -213,12 +212,7 @@ def to_yaml(cfg: Config) -> str:
 def save_config(cfg: Config, run_dir: str | Path) -> Path:
     """Write ``run_dir/config.yaml``: the resolved tree (loads back to an equal config), hash in its header."""
     path = Path(run_dir) / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = f"# swat_dist resolved config; config_hash: {config_hash(cfg)}\n{to_yaml(cfg)}"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config.yaml.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)  # readers see the old file or the whole new one
+    atomic_write(path, f"# swat_dist resolved config; config_hash: {config_hash(cfg)}\n{to_yaml(cfg)}")
     return path
 
 

@@ -230,6 +230,7 @@ class Config(Node):
     """The whole run. Build it with :func:`load_config` or :func:`from_dict`; it cannot be changed."""
 
     name: str | None = None  # None: the model name
+    task: Literal["classify"] = "classify"  # what is learned (swat_dist.tasks); the loss, metrics and best keys
     output_dir: str = "runs/{name}"  # template; {name} is the run's name
     seed: int = 42
     log_every: int = 10  # optimizer steps

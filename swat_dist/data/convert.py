@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ..files import atomic_write
 from . import report
 from .images import PIL_BOMB_PIXELS, Encoded, ImageOptions, check, encode
-from .index import INDEX_NAME, DatasetIndex, ShardInfo, SplitInfo, atomic_write, read_index, write_index
+from .index import INDEX_NAME, DatasetIndex, ShardInfo, SplitInfo, read_index, write_index
 from .scan import SPLITS, Source, SourceFile, scan
 from .staging import StagedFolder, fsync_file
 

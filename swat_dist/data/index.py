@@ -16,18 +16,18 @@
       "skipped": [{"path": "train/cls/x.jpg", "reason": "not an image"}, ...]
     }
 
-Paths in ``files`` are relative to DST. Every writer in this package goes through :func:`atomic_write`
+Paths in ``files`` are relative to DST. Every writer in this package goes through :func:`~swat_dist.files.atomic_write`
 or a staging folder renamed into place, so an interrupted run never leaves a file that looks complete.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..files import atomic_write
 
 INDEX_NAME = "index.json"
 VERSION = 1
@@ -90,26 +90,6 @@ def read_index(root: str | Path) -> DatasetIndex:
     if index.version != VERSION:
         raise ValueError(f"{path}: index version {index.version}, this swat_dist reads version {VERSION}")
     return index
-
-
-def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600; a dataset on a shared cluster must be readable like any other file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_index(root: str | Path, index: DatasetIndex) -> None:

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .index import SplitInfo, atomic_write
+from ..files import atomic_write
+from .index import SplitInfo
 from .scan import Source
 
 SHOWN = 20  # classes / skipped files printed before "see report.txt"

@@ -114,8 +114,9 @@ class DeviceAugment:
         self.num_classes, self.smoothing = num_classes, smoothing
 
     def normalize(self, images: Tensor) -> Tensor:
-        mean, std = self.mean.to(images.device), self.std.to(images.device)
-        return (images.float() - mean) / std
+        # kept on the device after the first batch (.to of a tensor already there is free): no copy per batch
+        self.mean, self.std = self.mean.to(images.device), self.std.to(images.device)
+        return (images.float() - self.mean) / self.std
 
     def __call__(self, images: Tensor, labels: Tensor, train: bool = True) -> tuple[Tensor, Tensor]:
         x = self.normalize(images)

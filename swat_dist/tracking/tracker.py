@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from ..config import Config, to_dict
-from ..data.index import atomic_write
 from ..dist import DistEnv
-from ..train.metrics import metric_values
+from ..files import atomic_write
+from .base import metric_values
 from .describe import check_uri, experiment_name, param_value, run_params, run_tags, tracking_uri, ui_command
 from .redact import redact, redact_text, redact_tree
 from .sender import Item, Sender, note, warn
@@ -51,7 +51,7 @@ def system_item(values: dict[str, float]) -> Item:
 
 
 class MlflowTracker:
-    """Implements the ``Tracker`` protocol of :mod:`swat_dist.train.metrics` by queueing (never blocking)."""
+    """Implements the ``Tracker`` protocol of :mod:`.base` by queueing (never blocking)."""
 
     def __init__(self, sender: Sender, run_dir: Path, uri: str, experiment: str, flush_timeout_s: float,
                  config_params: dict[str, str]) -> None:  # fmt: skip

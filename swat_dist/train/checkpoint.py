@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.distributed as tdist
 from safetensors.torch import save_file
 
+from .. import collectives
 from ..config import CheckpointConfig
 from ..dist import DistEnv
 from .checkpoint_paths import TAG, tag_for
@@ -53,11 +53,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _barrier() -> None:
-    if tdist.is_initialized():
-        tdist.barrier()
-
-
 class CheckpointManager:
     def __init__(self, run_dir: Path, cfg: CheckpointConfig, env: DistEnv, engine: Engine, ema: EMA | None) -> None:
         self.dir, self.cfg, self.env, self.engine, self.ema = run_dir / "checkpoints", cfg, env, engine, ema
@@ -69,7 +64,7 @@ class CheckpointManager:
         path = self.dir / tag
         if self.env.is_main and path.exists():  # a save of this step that crashed before ``latest``
             shutil.rmtree(path)
-        _barrier()
+        collectives.barrier()
         self.engine.save(str(self.dir), tag)
         rank_state = dict(state, rng=rng_state(), ema=self.ema.state_dict() if self.ema else None)
         torch.save(rank_state, path / f"rank{self.env.rank:05d}.pt")
@@ -83,13 +78,13 @@ class CheckpointManager:
             if ema_weights is not None:
                 save_file(ema_weights, str(path / "ema.safetensors"))
             (path / "meta.json").write_text(json.dumps(dict(meta, step=step, world_size=self.env.world_size)))
-        _barrier()  # every rank's files are complete before the pointer moves
+        collectives.barrier()  # every rank's files are complete before the pointer moves
         if self.env.is_main:
             tmp = self.dir / ".latest.tmp"
             tmp.write_text(tag + "\n")
             os.replace(tmp, self.dir / "latest")
             self._prune(keep=tag)
-        _barrier()
+        collectives.barrier()
         self.last_step = step
         return path
 

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as tdist
 from torch import Tensor, nn
 
+from .. import collectives
 from ..config import Config
 from ..dist import DistEnv
 from .ds_config import deepspeed_config
@@ -40,6 +41,7 @@ def _free_port() -> int:
 
 def init_distributed(env: DistEnv, device: torch.device) -> None:
     """Join the process group described by ``env`` (a group of one for a single process)."""
+    collectives.set_device(device)
     if tdist.is_initialized():
         return
     # A single process gets a free port: a fixed default would collide with other runs on the machine.
@@ -63,7 +65,7 @@ def init_distributed(env: DistEnv, device: torch.device) -> None:
 def destroy() -> None:
     """Leave the process group (a 2-rank CPU run once aborted at exit without it, PLATFORM.md)."""
     if tdist.is_initialized():
-        tdist.barrier()
+        collectives.barrier()
         tdist.destroy_process_group()
 
 
@@ -84,7 +86,7 @@ class Engine:
             ds_config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
         self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.device = self.ds.device
-        self._norm = float("nan")
+        self._norm: Tensor | None = None  # stage 0: the last step's norm, read (a host sync) only when logged
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.engine.precision, torch.float32)
 
     @property
@@ -107,7 +109,7 @@ class Engine:
             # DeepSpeed keeps no norm for a client optimizer at stage 0; the grads are already all-reduced
             # here, so their norm is the global one (one pass over the grads: cheap next to the step).
             grads = [p.grad.detach().float().norm() for p in self.module.parameters() if p.grad is not None]
-            self._norm = float(torch.stack(grads).norm()) if grads else float("nan")
+            self._norm = torch.stack(grads).norm() if grads else None
         self.ds.step()
         return boundary
 
@@ -118,7 +120,7 @@ class Engine:
     def grad_norm(self) -> float:
         """Global grad norm of the last optimizer step, before clipping (nan if DeepSpeed has none)."""
         if self.zero_stage == 0:
-            return self._norm
+            return float(self._norm) if self._norm is not None else float("nan")
         norm = self.ds.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
 

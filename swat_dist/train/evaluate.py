@@ -1,49 +1,31 @@
-"""Validation: plain cross-entropy, top-1 and top-5 over the real samples (label >= 0) only.
+"""Validation of any task: every rank runs the same batches, the task's sums are all-reduced once.
 
-Every rank runs the same number of batches (the val loader pads with label -1); sums are all-reduced
-once at the end, so the count is exactly the val set size on every rank.
+The val loaders pad the last batches so that every rank runs the same number of them (ZeRO-3's
+forward gathers are collective); the task makes padding count for nothing, so the totals cover the
+val set exactly once. No host sync inside the loop: one at the end, when the task reads the totals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable
 
 import torch
-import torch.distributed as tdist
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.loader import ValLoader
-from ..data.transforms import DeviceAugment
+from .. import collectives
+from ..tasks import Task
+from ..tasks.base import Forward
+
+Metrics = dict[str, float]
 
 
 @torch.no_grad()
 def evaluate(
-    forward: Callable[[Tensor], Tensor], loader: ValLoader, augment: DeviceAugment, device: torch.device
+    forward: Forward, loader: Iterable[tuple[Tensor, Tensor]], task: Task, device: torch.device
 ) -> dict[str, float]:
-    """``{'loss', 'top1', 'top5', 'samples'}``; accuracies in percent, over all ranks."""
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1 hits, top5 hits, count
-    for images, labels in loader:
-        x, y = augment(images.to(device, non_blocking=True), labels.to(device), train=False)
-        real = y >= 0
-        if not bool(real.any()):  # an all-padding batch still runs the forward (ZeRO-3 gathers are collective)
-            forward(x)
-            continue
-        logits = forward(x).float()[real]
-        y = y[real]
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hits = top == y.unsqueeze(1)
-        sums += torch.stack(
-            [
-                F.cross_entropy(logits, y, reduction="sum").double(),
-                hits[:, 0].sum().double(),
-                hits.any(dim=1).sum().double(),
-                torch.tensor(float(len(y)), dtype=torch.float64, device=device),
-            ]
-        )
-    if tdist.is_initialized():
-        tdist.all_reduce(sums)
-    loss, top1, top5, n = sums.tolist()
-    n_safe = max(n, 1.0)
-    return dict(loss=loss / n_safe, top1=100 * top1 / n_safe, top5=100 * top5 / n_safe, samples=int(n))
+    """The task's metrics (``samples`` among them) over all ranks' val batches."""
+    sums = task.eval_zeros(device)
+    for images, targets in loader:
+        x, y = task.batch(images, targets, device, train=False)
+        sums += task.eval_sums(forward, x, y)
+    return task.metrics(collectives.sum_(sums))

@@ -55,6 +55,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, ema: bool = False) -> dict
     """
     from ..data.build import build_loaders
     from ..dist import read_env
+    from ..tasks import build_task
     from .engine import destroy, device_for, init_distributed
     from .evaluate import evaluate
     from .finetune import build_model
@@ -73,7 +74,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, ema: bool = False) -> dict
             num_classes=cfg.model.num_classes, img_size=cfg.model.img_size,
         )  # fmt: skip
         with torch.no_grad():
-            result = evaluate(model, loaders.val, loaders.augment, device)
+            result = evaluate(model, loaders.val, build_task(cfg, loaders.augment), device)
     finally:
         destroy()
     return dict(result, weights=str(file)) if env.is_main else None

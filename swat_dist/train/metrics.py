@@ -1,7 +1,8 @@
 """What a run reports: ``metrics.jsonl`` (one object per logged step), ``summary.json``, and a tracker seam.
 
 Rank logic is decided at construction (STYLE.md 8): rank 0 gets a :class:`MetricsWriter` and the real
-tracker; every other rank gets :class:`NullMetrics` / :class:`NullTracker`, so the loop never asks its rank.
+tracker; every other rank gets :class:`NullMetrics` and the null tracker (:mod:`swat_dist.tracking.base`), so
+the loop never asks its rank.
 
 MFU convention: training FLOPs per image = 3 x forward (backward ~ 2x forward) x 2 FLOPs per
 multiply-add x fvcore forward GMACs; MFU = that x global images/s / (devices x peak FLOP/s).
@@ -14,9 +15,12 @@ import os
 import resource
 import sys
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
+
+from ..files import atomic_write
+from ..tracking.base import Tracker, metric_values
 
 # Peak dense FLOP/s per device, matched by substring of the device name (bf16/fp16 tensor cores on GPUs).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L40S": 362e12, "V100": 125e12}
@@ -48,32 +52,6 @@ def memory_gb(device: torch.device) -> float:
     return rss / 1e9 if sys.platform == "darwin" else rss * 1024 / 1e9
 
 
-class Tracker(Protocol):
-    """An experiment tracker (MLflow comes in its own module); only rank 0 gets a real one."""
-
-    @property
-    def run_id(self) -> str | None: ...  # read-only: a tracker may learn its run id in the background
-
-    def log_params(self, params: dict[str, Any]) -> None: ...
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class NullTracker:
-    run_id: str | None = None
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 class NullMetrics:
     """What ranks other than 0 write: nothing."""
 
@@ -82,12 +60,6 @@ class NullMetrics:
 
     def summary(self, record: dict[str, Any]) -> None:
         pass
-
-
-def metric_values(record: dict[str, Any]) -> dict[str, float]:
-    """The numbers of a ``metrics.jsonl`` record, as a tracker logs them (the step is its axis, not a value)."""
-    return {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and k != "step"}  # fmt: skip
 
 
 def _before(record: dict[str, Any], step: int) -> bool:
@@ -118,6 +90,4 @@ class MetricsWriter:
         self.tracker.log_metrics(metric_values(record), step=int(record["step"]))
 
     def summary(self, record: dict[str, Any]) -> None:
-        tmp = self.summary_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, self.summary_path)
+        atomic_write(self.summary_path, json.dumps(record, indent=2) + "\n")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
@@ -14,74 +12,16 @@ from ..config import Config, check_runtime, config_hash, derived, save_config
 from ..data.build import build_loaders
 from ..data.loader import seed_everything
 from ..dist import DistEnv
+from ..tasks import build_task
+from ..tracking.choose import make_tracker
 from .checkpoint import CheckpointManager
 from .checkpoint_paths import resolve
 from .ema import EMA
 from .engine import Engine, destroy, device_for, init_distributed
 from .finetune import build_model
-from .metrics import MetricsWriter, NullMetrics, NullTracker, Tracker, peak_flops, train_flops_per_image
+from .metrics import MetricsWriter, NullMetrics, peak_flops, train_flops_per_image
 from .optim import param_groups
 from .trainer import Trainer, TrainState
-
-if TYPE_CHECKING:
-    from ..tracking.tracker import MlflowTracker
-
-
-def make_tracker(cfg: Config, env: DistEnv, run_dir: Path, state: TrainState, resume_from: Path | None) -> Tracker:
-    """Rank 0's MLflow tracker; every other rank (and ``tracking.backend: none``) gets the null one.
-
-    Resuming this run's own checkpoint continues its MLflow run and replays the ``metrics.jsonl`` lines
-    up to the checkpoint (the store skips those it has); a checkpoint of another run folder starts a new
-    run. A URI MLflow cannot use is reported once, and training goes on untracked. With several nodes and
-    ``tracking.system_metrics``, every rank takes part in one broadcast of the run id, and local rank 0 of
-    each other node logs its node's system metrics into that run.
-    """
-    t = cfg.tracking
-    tracker = _main_tracker(cfg, env, run_dir, state, resume_from) if env.is_main and t.backend == "mlflow" else None
-    if t.backend == "mlflow" and t.system_metrics and env.num_nodes > 1:
-        run_id = _broadcast(tracker.run_id if tracker is not None else None)
-        if not env.is_main and env.local_rank == 0 and run_id is not None:
-            from ..tracking.tracker import NodeWatch
-
-            NodeWatch(cfg, env, run_dir, run_id)  # lives until the process exits (atexit)
-    return tracker if tracker is not None else NullTracker()
-
-
-def _main_tracker(
-    cfg: Config, env: DistEnv, run_dir: Path, state: TrainState, resume_from: Path | None
-) -> MlflowTracker | None:
-    from ..tracking.tracker import open_tracker
-
-    ours = resume_from is not None and run_dir.resolve() in resume_from.resolve().parents
-    replay = _logged_before(run_dir / "metrics.jsonl", state.step) if ours else []
-    reuse_file = cfg.checkpoint.resume != "none" and (ours or resume_from is None)
-    try:
-        tracker = open_tracker(cfg, env, run_dir, state.tracking_run_id if ours else None, replay, reuse_file)
-    except (ValueError, ImportError) as err:  # a URI MLflow cannot use; mlflow missing from this environment
-        print(f"[tracking] warning: {err}; training goes on without tracking", file=sys.stderr)
-        return None
-    if cfg.tracking.log_weights:
-        tracker.exporter = lambda: _export_weights(run_dir, ema=cfg.ema.enabled)
-    return tracker
-
-
-def _broadcast(run_id: str | None) -> str | None:
-    """Rank 0's run id on every rank (one small collective, once per job start)."""
-    import torch.distributed as tdist
-
-    box = [run_id]
-    if tdist.is_initialized():
-        tdist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _logged_before(path: Path, step: int) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl`` up to the checkpoint's step, evaluations at that step included: the
-    store keeps one of an evaluation the resumed run repeats, and keeps one the resumed run does not."""
-    if not path.is_file():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r["step"] <= step]
 
 
 def _export_weights(run_dir: Path, ema: bool) -> list[Path]:
@@ -132,15 +72,19 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
         rank_state, _ = ckpt.load(resume_from, chash)
         state = TrainState(**rank_state["trainer"])
         loaders.train.load_state_dict(rank_state["loader"])
-    tracker = make_tracker(cfg, env, run_dir, state, resume_from)
+    tracker = make_tracker(
+        cfg, env, run_dir, step=state.step, run_id=state.tracking_run_id, resume_from=resume_from,
+        exporter=lambda: _export_weights(run_dir, ema=cfg.ema.enabled),
+    )  # fmt: skip
     state.tracking_run_id = tracker.run_id or state.tracking_run_id
     # for `swat-dist compare`: parameters, and GFLOPs as fvcore counts them (forward multiply-adds per image)
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
     sizes = {"model_params_m": params_m, "model_gflops": flops_per_step / d["global_batch"] / train_flops_per_image(1)}
     tracker.log_params({"config_hash": chash, "world_size": env.world_size, **d, **sizes})
     metrics = MetricsWriter(run_dir, tracker, state.step if resume_from else None) if env.is_main else NullMetrics()
+    task = build_task(cfg, loaders.augment)
     trainer = Trainer(
-        cfg=cfg, env=env, d=d, engine=engine, loaders=loaders, ema=ema, ckpt=ckpt, metrics=metrics,
+        cfg=cfg, env=env, d=d, engine=engine, loaders=loaders, task=task, ema=ema, ckpt=ckpt, metrics=metrics,
         tracker=tracker, flops_per_step=flops_per_step, peak_flops=peak_flops(device), state=state, config_hash=chash,
     )  # fmt: skip
     start, first_step = time.perf_counter(), state.step

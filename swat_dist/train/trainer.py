@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as tdist
-from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor
 from tqdm import tqdm
 
+from .. import collectives
 from ..config import Config, Derived
 from ..data.build import Loaders
 from ..data.loader import seed_everything
 from ..dist import DistEnv
+from ..tasks import Task
 from . import preempt
 from .checkpoint import CheckpointManager
 from .ema import EMA
@@ -65,6 +65,7 @@ class Trainer:
     d: Derived
     engine: Engine
     loaders: Loaders
+    task: Task
     ema: EMA | None
     ckpt: CheckpointManager
     metrics: MetricsWriter | NullMetrics
@@ -80,7 +81,6 @@ class Trainer:
             raise ValueError("an epoch holds less than one optimizer step: more data or a smaller batch is needed")
         total = self.d["total_epochs"] * self.steps_per_epoch
         self.total_steps = min(total, self.cfg.max_steps or total)
-        self.criterion = SoftTargetCrossEntropy()
         self.bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not self.env.is_main, unit="step")
         self._ready: float = time.perf_counter()  # when the previous micro-batch finished
         self._reset_window()
@@ -114,18 +114,19 @@ class Trainer:
         self._data_wait += start - self._ready
         train, device = self.loaders.train, self.engine.device
         seed_everything(step_seed(self.cfg.seed, train.epoch, train.step, self.env.rank))
-        x, y = self.loaders.augment(images.to(device, non_blocking=True), labels.to(device))
+        x, y = self.task.batch(images, labels, device, train=True)
         self.engine.set_lr(lr_at(self.state.step, self.steps_per_epoch, self.cfg.sched, self.d))
-        loss = self.criterion(self.engine.forward(x).float(), y)
+        loss = self.task.loss(self.engine.forward(x), y)
         minutes = self.cfg.checkpoint.every_minutes
         due = minutes is not None and time.monotonic() - self._last_save > minutes * 60
-        flags = torch.tensor([float(not bool(torch.isfinite(loss))), float(due), float(preempt.requested())],
-                             device=device)  # fmt: skip
-        if tdist.is_initialized():
-            tdist.all_reduce(flags, op=tdist.ReduceOp.MAX)
-        self._time_due = bool(flags[1])
-        self._stop_asked = self._stop_asked or bool(flags[2])
-        if flags[0]:  # skip on every rank: no backward, no step, DeepSpeed's counters untouched
+        host = torch.tensor([float(due), float(preempt.requested())], device=device)
+        flags = collectives.max_(torch.cat([(~torch.isfinite(loss)).float().reshape(1), host]))
+        # The one host sync of a micro-batch: whether to skip must be known before the backward. It waits
+        # for this forward (and the flags all-reduce) to finish before the backward is queued.
+        bad, due_any, stop_any = flags.tolist()
+        self._time_due = bool(due_any)
+        self._stop_asked = self._stop_asked or bool(stop_any)
+        if bad:  # skip on every rank: no backward, no step, DeepSpeed's counters untouched
             self._skip()
             return False
         self._bad_in_row = 0
@@ -170,16 +171,15 @@ class Trainer:
             self.save()
 
     def _log(self) -> None:
-        sums = torch.stack([self._loss_sum, torch.tensor(float(self._micro), dtype=torch.float64)])
-        if tdist.is_initialized():
-            tdist.all_reduce(sums)
+        micro = torch.tensor(float(self._micro), dtype=torch.float64, device=self.engine.device)
+        loss_sum, micro_sum = collectives.sum_(torch.stack([self._loss_sum, micro])).tolist()  # a sync per log
         steps = self.state.step - self._window_start
         wall = time.perf_counter() - self._window_t0
         images_per_sec = steps * self.d["global_batch"] / wall
         record: dict[str, Any] = {
             "step": self.state.step,
             "epoch": self.state.step / self.steps_per_epoch,
-            "train/loss": float(sums[0] / max(float(sums[1]), 1.0)),
+            "train/loss": loss_sum / max(micro_sum, 1.0),
             "lr": lr_at(self.state.step - 1, self.steps_per_epoch, self.cfg.sched, self.d),
             "grad_norm": self.engine.grad_norm(),
             "throughput/images_per_sec": images_per_sec,
@@ -195,13 +195,13 @@ class Trainer:
         self._reset_window()
 
     def _reset_window(self) -> None:
-        self._loss_sum = torch.zeros((), dtype=torch.float64)
+        self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.engine.device)  # summed on the device
         self._micro, self._data_wait, self._step_time = 0, 0.0, 0.0
         self._window_start, self._window_t0 = self.state.step, time.perf_counter()
         self._ready = time.perf_counter()
 
     def validate(self) -> dict[str, float]:
-        """Evaluate the model (and its EMA), log ``val/*`` (``val_ema/*``), track the best top-1."""
+        """Evaluate the model (and its EMA), log ``val/*`` (``val_ema/*``), track the best of the task's keys."""
         start = time.perf_counter()
         self.engine.train(False)
         out = {f"val/{k}": v for k, v in self._eval().items()}
@@ -209,7 +209,7 @@ class Trainer:
             with self.ema.swapped():
                 out |= {f"val_ema/{k}": v for k, v in self._eval().items()}
         self.engine.train(True)
-        for key in ("val/top1", "val/top5", "val_ema/top1", "val_ema/top5"):
+        for key in (f"{prefix}/{k}" for prefix in ("val", "val_ema") for k in self.task.best_keys):
             if key in out:
                 self.state.best[key] = max(self.state.best.get(key, -math.inf), out[key])
         self.state.last_val, self.state.val_step = out, self.state.step
@@ -219,7 +219,7 @@ class Trainer:
         return out
 
     def _eval(self) -> dict[str, float]:
-        return evaluate(self.engine.forward, self.loaders.val, self.loaders.augment, self.engine.device)
+        return evaluate(self.engine.forward, self.loaders.val, self.task, self.engine.device)
 
     def save(self) -> None:
         start = time.perf_counter()

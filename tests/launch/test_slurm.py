@@ -168,7 +168,7 @@ def test_crashing_job_reports_its_error_and_log_within_bounded_time(slurm, tmp_p
 
 def test_cancel_ends_a_running_job(slurm, tmp_path, capsys):
     out = tmp_path / "run"
-    job = _launch(plan(out, "max_steps=100000"))
+    job = _launch(plan(out, "max_steps=100000", "sched.epochs=100000"))  # 1 step an epoch: runs until cancelled
     deadline = time.monotonic() + 60
     while jobs.slurm_state(job.job_id)[0] != "RUNNING" and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -86,13 +86,12 @@ def test_unreachable_store_at_start_trains_and_the_resume_sends_what_was_missing
 def test_a_uri_mlflow_cannot_use_is_one_warning_and_a_null_tracker(tmp_path, capfd, uri):
     from swat_dist.config import load_config
     from swat_dist.dist import DistEnv
-    from swat_dist.train.metrics import NullTracker
-    from swat_dist.train.run import make_tracker
-    from swat_dist.train.trainer import TrainState
+    from swat_dist.tracking.base import NullTracker
+    from swat_dist.tracking.choose import make_tracker
 
     out = tmp_path / "runs" / "tiny"
     cfg = load_config([], train_args(out, f"tracking.uri={uri}"))
-    tracker = make_tracker(cfg, DistEnv(), out, TrainState(), None)
+    tracker = make_tracker(cfg, DistEnv(), out)
     assert isinstance(tracker, NullTracker)  # the loop logs into it as into any tracker, and trains on
     err = capfd.readouterr().err
     assert err.count(f"[tracking] warning: tracking URI '{uri}'") == 1 and err.count("\n") == 1, err
@@ -105,16 +104,15 @@ def test_which_run_a_start_continues(tmp_path, monkeypatch):
     ``checkpoint.resume=none`` and another run folder's checkpoint start a new one; MLFLOW_RUN_ID picks one."""
     from swat_dist.config import load_config
     from swat_dist.dist import DistEnv
+    from swat_dist.tracking.choose import make_tracker
     from swat_dist.tracking.mlflow_store import MlflowStore
-    from swat_dist.train.run import make_tracker
-    from swat_dist.train.trainer import TrainState
 
     out = tmp_path / "runs" / "tiny"
     uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
 
-    def start(*extra: str, resume_from=None, state=None) -> str | None:
+    def start(*extra: str, resume_from=None, step=0, ckpt_run=None) -> str | None:
         cfg = load_config([], train_args(out, *extra))
-        tracker = make_tracker(cfg, DistEnv(), out, state or TrainState(), resume_from)
+        tracker = make_tracker(cfg, DistEnv(), out, step=step, run_id=ckpt_run, resume_from=resume_from)
         rid = tracker.run_id
         tracker.close()
         return rid
@@ -125,9 +123,9 @@ def test_which_run_a_start_continues(tmp_path, monkeypatch):
     fresh = start("checkpoint.resume=none")
     assert fresh not in (None, first) and run_id(out) == fresh
     other = tmp_path / "elsewhere" / "checkpoints" / "step_00000004"
-    assert start(resume_from=other, state=TrainState(step=4, tracking_run_id=first)) not in (None, first, fresh)
+    assert start(resume_from=other, step=4, ckpt_run=first) not in (None, first, fresh)
     mine = out / "checkpoints" / "step_00000004"
-    assert start(resume_from=mine, state=TrainState(step=4, tracking_run_id=first)) == first  # the checkpoint wins
+    assert start(resume_from=mine, step=4, ckpt_run=first) == first  # the checkpoint wins
     chosen = MlflowStore(uri, "swat_dist", None, "chosen").open()
     monkeypatch.setenv("MLFLOW_RUN_ID", chosen)
     assert start("checkpoint.resume=none") == chosen

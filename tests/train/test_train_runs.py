@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 from swat_dist.config import load_config
 from swat_dist.data.build import build_loaders
 from swat_dist.dist import DistEnv
+from swat_dist.tasks import build_task
 from swat_dist.train.evaluate import evaluate
 from swat_dist.train.export import evaluate_checkpoint, export
 
@@ -78,7 +79,7 @@ def eval_export(file: Path, out: Path) -> dict:
     ).eval()
     cfg = load_config([], overrides(out))
     loaders = build_loaders(cfg.data, model.pretrained_cfg, world_size=1, rank=0, seed=cfg.seed, num_classes=10)
-    return evaluate(model, loaders.val, loaders.augment, torch.device("cpu"))
+    return evaluate(model, loaders.val, build_task(cfg, loaders.augment), torch.device("cpu"))
 
 
 @pytest.mark.slow
