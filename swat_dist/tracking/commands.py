@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -37,10 +36,9 @@ def _server(args: argparse.Namespace) -> int:
               "to anyone who can reach this port", file=sys.stderr)  # fmt: skip
     address = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     print(f"[tracking] {' '.join(cmd)}\n[tracking] train against it: export MLFLOW_TRACKING_URI={address}", flush=True)
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:  # Ctrl-C reaches the server too (same process group); it stops on its own
-        return 0
+    from .server import run_server
+
+    return run_server(cmd)  # Ctrl-C or `kill PID` stops mlflow and every process it started
 
 
 def _compare(args: argparse.Namespace) -> int:

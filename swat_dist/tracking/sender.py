@@ -5,7 +5,8 @@ then sends the queue head in order, coalescing consecutive metric records into b
 fails with a transient error (server down, timeout, locked database) the head stays queued, one warning
 is printed for the outage, and the thread retries with a capped exponential backoff; when the store
 answers again everything queued goes out in order. Errors the store will never accept (a bad value) drop
-that one batch with a warning instead of blocking the queue forever.
+that one batch with a warning instead of blocking the queue forever. ``close`` waits a bounded time for
+the queue to drain, and no longer than one last attempt when the run was never opened.
 
 Costs: memory grows with an outage (~200 bytes per metric value: a 1-hour outage at 15 metrics every 10
 steps of 5 steps/s is ~5 MB); ``metrics.jsonl`` keeps every value on disk regardless.
@@ -21,7 +22,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .redact import redact_text
+
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
+SHORT_ERROR_CHARS = 200  # of an error's text in a warning (an MLflow connection error is ~370)
 
 
 @dataclass
@@ -82,7 +86,10 @@ class Sender:
             return list(self._queue)
 
     def close(self, timeout_s: float) -> list[Item]:
-        """Let the worker drain the queue for at most ``timeout_s``; return what it could not send."""
+        """Let the worker drain the queue for at most ``timeout_s``; return what it could not send.
+
+        A run never opened gets one more attempt (the backoff is cut to its shortest once closing), then
+        everything comes back unsent without waiting out ``timeout_s``."""
         with self._cond:
             self._closing = True
             self._cond.notify()
@@ -92,16 +99,8 @@ class Sender:
     # -- the worker thread -------------------------------------------------------------------------
 
     def _work(self) -> None:
-        while self.run_id is None:
-            try:
-                self.run_id = self.backend.open()
-                self._recovered()
-            except Exception as err:  # any failure of the store must not end the thread
-                self._failed(err, "opening the run")
-            finally:
-                self.attempted.set()
-            if self.run_id is None:
-                self._pause()
+        if not self._open():
+            return  # closing, and no run to send to: ``close`` returns at once with everything queued
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
@@ -123,6 +122,26 @@ class Sender:
             with self._cond:
                 for _ in batch:
                     self._points -= self._queue.popleft().points
+
+    def _open(self) -> bool:
+        """Open the run, retrying through an outage; False once an attempt begun after ``close`` failed too.
+
+        A store that never answered gets that one last try (a server started late is still caught), not
+        the whole flush timeout: with nowhere to send, waiting cannot deliver anything.
+        """
+        while True:
+            closing = self._closing  # read before the attempt: one full attempt after close, not a cut-short one
+            try:
+                self.run_id = self.backend.open()
+                self._recovered()
+                return True
+            except Exception as err:  # any failure of the store must not end the thread
+                self._failed(err, "opening the run")
+            finally:
+                self.attempted.set()
+            if closing:
+                return False
+            self._pause()
 
     def _linger(self) -> None:
         """Let a batch fill for up to ``linger_s`` (the lock is held; ``wait`` releases it). One store round
@@ -171,6 +190,14 @@ class Sender:
             self._cond.wait(delay)
 
 
-def _short(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text[:200]}"
+def _short(err: BaseException, limit: int = SHORT_ERROR_CHARS) -> str:
+    """An error as one line of a warning, credentials redacted. A long one keeps its start and its end, cut
+    at spaces: a chained error names its cause last (MLflow's connection errors end in "[Errno 111]
+    Connection refused", after 300 characters of URLs), and a word cut in half reads as a typo."""
+    text = redact_text(" ".join(str(err).split()))
+    if len(text) > limit:
+        half = limit // 2
+        head = text[: half + 1].rsplit(" ", 1)[0]  # the +1: a space right at the cut keeps the word before it
+        tail = text[-half - 1 :].split(" ", 1)[-1]
+        text = f"{head} ... {tail}"
+    return f"{type(err).__name__}: {text}"

@@ -87,7 +87,9 @@ class MlflowTracker:
         self.sender.put(system_item(values))
 
     def close(self, status: str = "FINISHED", timeout_s: float | None = None) -> None:
-        """Upload the artifacts, end the run, wait at most ``timeout_s`` (``flush_timeout_s``); say where the run is."""
+        """Upload the artifacts, end the run, wait at most ``timeout_s`` (``flush_timeout_s``); say where the run is.
+
+        A run the store never opened costs no wait: one line says nothing was tracked and how to send it later."""
         if self.closed:
             return
         self.closed = True
@@ -99,9 +101,15 @@ class MlflowTracker:
         self.sender.put(Item("artifacts", self._artifacts(weights=status == "FINISHED")))
         self.sender.put(Item("end", status))
         wait = self.flush_timeout_s if timeout_s is None else timeout_s
-        left = self.sender.close(wait)
-        run = f"MLflow run {self.run_id}" if self.run_id else "the MLflow run (never opened)"
-        where = f"{run} (experiment {self.experiment!r}) in {redact_text(self.uri)}"
+        left = self.sender.close(wait)  # returns at once if the store never opened the run
+        if self.run_id is None:  # one line, and no link to a run that does not exist
+            warn(
+                f"nothing was tracked: MLflow at {redact_text(self.uri)} never opened the run (experiment "
+                f"{self.experiment!r}); every value is in {self.run_dir / 'metrics.jsonl'}, and resuming this run "
+                "(the same command, checkpoint.resume=auto) sends them once the store answers"
+            )
+            return
+        where = f"MLflow run {self.run_id} (experiment {self.experiment!r}) in {redact_text(self.uri)}"
         if left:
             points = sum(i.points for i in left)
             warn(

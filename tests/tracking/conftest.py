@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -49,11 +50,42 @@ class Server:
         raise TimeoutError(f"mlflow server did not answer /health in {timeout_s} s")
 
     def kill(self) -> None:
-        """SIGKILL the whole group (wrapper, mlflow, its workers): an outage, not a clean shutdown."""
+        """SIGKILL the wrapper and the server's own process group (mlflow, its workers): an outage, not a
+        clean shutdown. A SIGKILL cannot be passed on, so the wrapper's group alone would leave mlflow up."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            groups = {self.proc.pid} | {int(s[2]) for s in tree(self.proc.pid).values()}
+            for group in groups:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
             self.proc.wait(timeout=30)
         self.proc = None
+
+
+def stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after "pid (comm)": state, ppid, pgrp, ...; None once it is gone."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def processes() -> dict[int, list[str]]:
+    """Every process's stat fields (see :func:`stat`), by pid; none without /proc (not Linux)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return {}
+    return {int(p.name): s for p in proc.iterdir() if p.name.isdigit() and (s := stat(int(p.name)))}
+
+
+def tree(root: int) -> dict[int, list[str]]:
+    """The running (not zombie) descendants of ``root``, with their stat fields."""
+    procs, found, todo = processes(), {}, [root]
+    while todo:
+        parent = todo.pop()
+        kids = {pid: s for pid, s in procs.items() if int(s[1]) == parent and s[0] not in "ZX"}
+        found.update(kids)
+        todo += kids
+    return found
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from swat_dist.tracking.sender import MAX_METRICS_PER_BATCH, Item, Sender
+from swat_dist.tracking.sender import MAX_METRICS_PER_BATCH, Item, Sender, _short
 
 
 class Down(ConnectionError):
@@ -26,9 +26,11 @@ class FakeStore:
         self.down, self.slow_s = down, slow_s
         self.got: list[tuple[str, object]] = []
         self.calls = 0
+        self.opens = 0
         self.opened = threading.Event()
 
     def open(self) -> str:
+        self.opens += 1
         if self.down:
             raise Down("no route to host")
         self.opened.set()
@@ -90,6 +92,45 @@ def test_store_down_from_the_start_then_back():
     store.down = False
     assert sender.close(timeout_s=10) == [] and sender.run_id == "run-1"
     assert store.got == [("metrics", ("k0", 1.0, 1, 0))]
+
+
+def test_close_of_a_run_never_opened_returns_after_one_last_attempt():
+    """Nowhere to send: close tries to open the run once more (a server started late is still caught) and
+    then returns everything unsent at once, instead of waiting out its timeout."""
+    store = FakeStore(down=True)
+    sender = Sender(store, "fake")  # the default backoff: 1 s, then 2, 4 ... 15
+    assert sender.attempted.wait(5) and sender.run_id is None
+    sender.put(metrics(1, 3))
+    before = store.opens
+    start = time.perf_counter()
+    left = sender.close(timeout_s=30)
+    assert time.perf_counter() - start < 3  # at most one backoff (1 s) and one attempt
+    assert sum(i.points for i in left) == 3 and sender.run_id is None
+    assert store.opens > before  # the last attempt was made
+
+
+def test_close_after_the_store_went_away_mid_run_still_waits_its_timeout():
+    """With a run open, the store may come back: close keeps retrying for the whole (bounded) timeout."""
+    store = FakeStore()
+    sender = Sender(store, "fake", backoff_s=(0.05, 0.1), linger_s=0.0)
+    assert store.opened.wait(5)
+    store.down = True
+    sender.put(metrics(1))
+    start = time.perf_counter()
+    left = sender.close(timeout_s=1.0)
+    assert 0.9 < time.perf_counter() - start < 2.0 and [i.points for i in left] == [1]
+
+
+def test_a_long_error_keeps_its_start_and_its_cause_cut_between_words_and_redacted():
+    url = "https://bob:hunter2@host:5000/api/2.0/mlflow/experiments/get-by-name"
+    err = ConnectionError(f"API request to {url} failed with exception " + "padding " * 40
+                          + "Failed to establish a new connection: [Errno 111] Connection refused")  # fmt: skip
+    text = _short(err)
+    assert text.startswith("ConnectionError: API request to https://bob:***@host") and "hunter2" not in text
+    assert text.endswith("[Errno 111] Connection refused") and " ... " in text and len(text) < 240
+    words = set(str(err).replace("hunter2", "***").split()) | {"ConnectionError:", "..."}
+    assert set(text.split()) <= words  # whole words only: none cut in half
+    assert _short(ConnectionError("short  and\nsimple")) == "ConnectionError: short and simple"
 
 
 def test_a_refused_batch_is_dropped_and_the_rest_goes_through(capfd):

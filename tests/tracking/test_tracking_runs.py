@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_unreachable_store_at_start_trains_and_the_resume_sends_what_was_missing
     assert summary["steps"] == 6 and len(jsonl(out)) == 7  # 6 steps + the final evaluation
     err = capfd.readouterr().err
     assert err.count("[tracking] warning: opening the run") == 1, err  # one warning for the whole outage
-    assert "were not sent" in err and str(out / "metrics.jsonl") in err
+    assert err.count("nothing was tracked") == 1 and str(out / "metrics.jsonl") in err and "view it" not in err
     assert not (out / "tracking" / "run.json").exists()
     # the requeued job finds a store: one run holding steps 1-6 (replayed from metrics.jsonl) and 7-10
     uri = f"sqlite:///{tmp_path / 'store.db'}"
@@ -80,6 +81,32 @@ def test_unreachable_store_at_start_trains_and_the_resume_sends_what_was_missing
     # the first attempt's final evaluation (step 6, before its last save) is replayed too; metrics.jsonl
     # drops it on resume, MLflow keeps it
     assert [s for s, _, _ in mlflow_store.history(uri, only["run_id"], "val/top1")] == [6, 10]
+
+
+def test_a_store_that_never_answers_costs_seconds_at_close_and_one_line_saying_nothing_was_tracked(tmp_path, capfd):
+    from swat_dist.config import load_config
+    from swat_dist.dist import DistEnv
+    from swat_dist.tracking.choose import make_tracker
+
+    out = tmp_path / "runs" / "tiny"
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    cfg = load_config([], train_args(out, f"tracking.uri={uri}", "tracking.start_timeout_s=2"))
+    assert cfg.tracking.flush_timeout_s == 60  # what close used to wait out, for a run that never existed
+    tracker = make_tracker(cfg, DistEnv(), out)
+    for step in range(1, 6):
+        tracker.log_metrics({"train/loss": 1.0 / step}, step)
+    start = time.monotonic()
+    tracker.close()
+    took = time.monotonic() - start
+    captured = capfd.readouterr()
+    text = captured.out + captured.err
+    assert took < 5, f"close took {took:.1f} s\n{text}"
+    (nothing,) = [line for line in text.splitlines() if "nothing was tracked" in line]
+    assert uri in nothing and str(out / "metrics.jsonl") in nothing and "checkpoint.resume=auto" in nothing
+    assert "view it" not in text and "were not sent" not in text, text
+    (opening,) = [line for line in text.splitlines() if "opening the run" in line]
+    assert "Connection refused" in opening, opening  # the error's cause, not a cut mid-word at 200 characters
+    assert not (out / "tracking" / "run.json").exists()
 
 
 @pytest.mark.parametrize("uri", ["htp://typo:5000", "file:///tmp/mlruns"])
