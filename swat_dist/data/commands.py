@@ -1,4 +1,4 @@
-"""``swat-dist data ...``: convert, verify, plan, and the datasets we ship (digits, synthetic).
+"""``swat-dist data ...``: convert, verify, plan, and the datasets we ship (digits, seg-digits, synthetic).
 
 Parsing only; the work lives in the modules named by each handler, imported when the command runs.
 User errors are ``ValueError``s with one-line messages; ``cli.main`` prints them without a traceback.
@@ -12,11 +12,16 @@ import argparse
 def _convert(args: argparse.Namespace) -> int:
     from .convert import ConvertOptions, convert
 
+    if args.task == "segment" and args.max_resolution is not None:
+        raise ValueError("--max-resolution: --task segment keeps every image at its source size (masks stay exact)")
     opts = ConvertOptions(
         fmt=args.format,
+        task=args.task,
+        num_classes=args.num_classes,
+        reduce_zero_label=args.reduce_zero_label,
         workers=args.workers,
         shard_bytes=int(args.shard_size_mb * 2**20),
-        max_resolution=args.max_resolution,
+        max_resolution=512 if args.max_resolution is None else args.max_resolution,
         jpeg_quality=args.jpeg_quality,
         compress_probability=args.compress_probability,
         strict=args.strict,
@@ -56,6 +61,12 @@ def _digits(args: argparse.Namespace) -> int:
     return write_digits(args.dst, size=args.size, val_fraction=args.val_fraction, seed=args.seed)
 
 
+def _seg_digits(args: argparse.Namespace) -> int:
+    from .seg_digits import write_seg_digits
+
+    return write_seg_digits(args.dst, train=args.train, val=args.val, size=args.size, seed=args.seed)
+
+
 def _synthetic(args: argparse.Namespace) -> int:
     from .synthetic import write_synthetic
 
@@ -68,13 +79,23 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="convert, verify and plan datasets; write the shipped ones")
     cmds = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
 
-    c = cmds.add_parser("convert", help="ImageNet-style folder -> WebDataset shards or FFCV .beton files")
-    c.add_argument("src", help="folder with train/<class>/* and val/<class>/*")
+    c = cmds.add_parser("convert", help="ImageNet-style (or ADE20K-style) folder -> WebDataset shards / FFCV files")
+    c.add_argument("src", help="train/<class>/* and val/<class>/*; --task segment: images/ + annotations/ (ADE)")
     c.add_argument("dst", help="output folder (created; index.json is written last)")
     c.add_argument("--format", choices=["wds", "ffcv"], required=True)
+    c.add_argument("--task", choices=["classify", "segment"], default="classify", help="segment: image + mask pairs")
+    c.add_argument("--num-classes", type=int, default=150, help="segment: classes after the mapping (ADE20K: 150)")
+    c.add_argument(
+        "--reduce-zero-label",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="segment: raw 0 is unlabelled (ignored), raw l is class l-1 (ADE20K's convention)",
+    )
     c.add_argument("--workers", type=int, default=0, help="decode/encode processes (0 = all cores)")
     c.add_argument("--shard-size-mb", type=float, default=256.0, help="wds: upper bound of a shard's size")
-    c.add_argument("--max-resolution", type=int, default=512, help="longer side cap, resized down if larger")
+    c.add_argument(
+        "--max-resolution", type=int, default=None, help="longer side cap, resized down if larger (512; not segment)"
+    )
     c.add_argument("--jpeg-quality", type=int, default=90)
     c.add_argument("--compress-probability", type=float, default=1.0, help="ffcv: share stored as JPEG, not raw")
     c.add_argument("--strict", action="store_true", help="any skipped file is an error (exit 1)")
@@ -99,6 +120,14 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--val-fraction", type=float, default=0.2)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_digits)
+
+    g = cmds.add_parser("seg-digits", help="digits pasted on real photos: a small ADE20K-layout segmentation set")
+    g.add_argument("dst")
+    g.add_argument("--train", type=int, default=400, help="training images")
+    g.add_argument("--val", type=int, default=100, help="validation images")
+    g.add_argument("--size", type=int, default=128, help="longest side; each side is drawn in [3/4 size, size]")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=_seg_digits)
 
     s = cmds.add_parser("synthetic", help="random JPEGs as an ImageNet-style folder, for throughput work")
     s.add_argument("dst")

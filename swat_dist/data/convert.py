@@ -15,6 +15,9 @@ The pipeline, per split (train, then val), streaming so ImageNet never sits in m
 
 ``--strict`` turns any skipped file into exit 1 and a class without usable images is always exit 1;
 either way nothing is published and the report is kept beside DST as ``DST-rejected-report.json``.
+
+``--task segment`` reads an ADEChallengeData2016 layout instead (``seg_scan``) and writes image + mask
+shards (``seg_convert``, wds only) through the same steps; see docs/data.md.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -39,10 +42,17 @@ from ..files import atomic_write
 from . import report
 from .images import PIL_BOMB_PIXELS, Encoded, ImageOptions, check, encode
 from .index import INDEX_NAME, DatasetIndex, ShardInfo, SplitInfo, read_index, write_index
-from .scan import SPLITS, Source, SourceFile, scan
+from .masks import IGNORE_INDEX
+from .scan import SPLITS, Source, scan
 from .staging import StagedFolder, fsync_file
 
 FORMATS = ("wds", "ffcv")
+TASKS = ("classify", "segment")
+FFCV_NO_MASKS = (
+    "--format ffcv --task segment: not supported - FFCV has no field type that stores a mask losslessly "
+    "and paired with its variable-sized image; use --format wds"
+)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,9 +67,16 @@ class ConvertOptions:
     overwrite: bool = False
     seed: int = 0  # sample order in shards / .beton files
     max_pixels: int = PIL_BOMB_PIXELS  # larger source images are skipped (decompression-bomb guard)
+    task: str = "classify"  # segment: an ADEChallengeData2016 layout -> image + mask samples
+    num_classes: int = 150  # segment: classes the model predicts (ADE20K: 150)
+    reduce_zero_label: bool = True  # segment: raw 0 = unlabelled -> ignore, raw l -> class l - 1
 
     def __post_init__(self) -> None:
+        top = 254 if self.reduce_zero_label else 255  # raw labels must stay below 255, the ignore value
         checks = [
+            (self.task in TASKS, f"task must be one of {', '.join(TASKS)}, got {self.task!r}"),
+            (not (self.task == "segment" and self.fmt == "ffcv"), FFCV_NO_MASKS),
+            (1 <= self.num_classes <= top, f"--num-classes must be in [1, {top}], got {self.num_classes}"),
             (self.fmt in FORMATS, f"format must be one of {', '.join(FORMATS)}, got {self.fmt!r}"),
             (self.workers >= 0, f"--workers must be >= 0 (0 = all cores), got {self.workers}"),
             (self.shard_bytes >= 2**14, f"--shard-size-mb must be >= 1/64 (16 KiB), got {self.shard_bytes} bytes"),
@@ -77,6 +94,9 @@ class ConvertOptions:
 
     def recorded(self) -> dict[str, Any]:
         """What shapes the output, saved in the index (not how the run was driven)."""
+        if self.task == "segment":  # images keep their size: max_resolution plays no part
+            keep = ["jpeg_quality", "seed", "max_pixels", "shard_bytes", "task", "num_classes", "reduce_zero_label"]
+            return {k: v for k, v in asdict(self).items() if k in keep}
         keep = ["max_resolution", "jpeg_quality", "seed", "max_pixels"]
         keep.append("shard_bytes" if self.fmt == "wds" else "compress_probability")
         return {k: v for k, v in asdict(self).items() if k in keep}
@@ -93,6 +113,7 @@ class _Written:
     splits: dict[str, SplitInfo] = field(default_factory=dict)
     sha256: dict[str, str] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    notes: list[dict[str, str]] = field(default_factory=list)  # converted, but changed: {"path", "note"}
 
 
 Mapper = Callable[[Callable[[Any], Any], list[Any]], Iterator[Any]]
@@ -144,7 +165,7 @@ def ordered_map(workers: int) -> Iterator[Mapper]:
         yield imap
 
 
-def _shuffled(files: list[SourceFile], seed: int, split: str) -> list[tuple[int, SourceFile]]:
+def _shuffled(files: list[T], seed: int, split: str) -> list[tuple[int, T]]:
     """(position in the sorted list, file) in a seeded order; the position makes stable sample keys."""
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     return [(int(n), files[n]) for n in rng.permutation(len(files))]
@@ -233,6 +254,16 @@ def _check_destination(src: Path, dst: Path, opts: ConvertOptions) -> bool:
     raise ValueError(f"{dst}: holds a complete {old.format} dataset made with other settings; --overwrite replaces it")
 
 
+def _source_and_writer(src: str | Path, opts: ConvertOptions) -> tuple[Any, Callable[..., None]]:
+    """The scanned source and the writer for ``opts``' task and format."""
+    if opts.task == "segment":
+        from .seg_convert import write_seg_wds
+        from .seg_scan import scan_segment
+
+        return scan_segment(src, opts.num_classes, opts.reduce_zero_label), write_seg_wds
+    return scan(src), (_write_wds if opts.fmt == "wds" else _write_ffcv)
+
+
 def convert(src: str | Path, dst: str | Path, opts: ConvertOptions) -> int:
     """Convert ``src`` into ``dst``; return the exit code (0 done, 1 rejected: strict or an empty class)."""
     if opts.fmt == "ffcv":
@@ -243,13 +274,14 @@ def convert(src: str | Path, dst: str | Path, opts: ConvertOptions) -> int:
     if src_root.exists() and _check_destination(src_root, dst_path, opts):
         print(f"{dst_path}: complete already ({INDEX_NAME} present); nothing to do; --overwrite redoes it")
         return 0
-    source = scan(src)
+    source, write = _source_and_writer(src, opts)
     rejected = dst_path.parent / f"{dst_path.name}-rejected-report.json"
     with StagedFolder(dst_path) as staged, ordered_map(opts.processes()) as imap:
         written = _Written(skipped=list(source.skipped))
-        (_write_wds if opts.fmt == "wds" else _write_ffcv)(source, staged.path, opts, imap, written)
+        write(source, staged.path, opts, imap, written)
         seconds = time.perf_counter() - started
         rep = report.build(source, written.splits, written.skipped, opts.fmt, opts.recorded(), seconds, dst_path)
+        rep["task"], rep["notes"] = opts.task, written.notes
         problem = report.problem(rep, strict=opts.strict)
         if problem:
             atomic_write(rejected, report.to_json(rep))
@@ -259,7 +291,10 @@ def convert(src: str | Path, dst: str | Path, opts: ConvertOptions) -> int:
         report.save(staged.path, rep)
         atomic_write(staged.path / "SHA256SUMS", "".join(f"{h}  {n}\n" for n, h in sorted(written.sha256.items())))
         root, options, skipped = str(source.root), opts.recorded(), rep["skipped"]
-        write_index(staged.path, DatasetIndex(opts.fmt, source.classes, written.splits, options, root, skipped))
+        index = DatasetIndex(opts.fmt, source.classes, written.splits, options, root, skipped, task=opts.task)
+        if opts.task == "segment":
+            index = replace(index, ignore_index=IGNORE_INDEX, reduce_zero_label=opts.reduce_zero_label)
+        write_index(staged.path, index)
         staged.commit()  # before any printing: a closed stdout (`| head`) must not cost the finished work
     rejected.unlink(missing_ok=True)
     print(report.render(rep, full=False))

@@ -146,12 +146,33 @@ def load_rgb(path: str | Path, opts: ImageOptions, *, probe: bool = False) -> Im
     return img
 
 
+def load_full(path: str | Path, opts: ImageOptions) -> tuple[Image.Image, tuple[int, int], int]:
+    """``path`` upright and RGB at its full size (never resized), its stored (pre-EXIF) size, and the EXIF
+    orientation that was applied (1 = none).
+
+    For segmentation, where the image must stay pixel-aligned with its mask; :class:`Unusable` as above.
+    """
+    img = _open(Path(path), opts, draft_to=2**30)  # a draft target above any size decodes at full scale
+    try:
+        orientation = int(img.getexif().get(0x0112, 1))
+    except Exception:  # broken EXIF: _upright leaves such an image as stored
+        orientation = 1
+    upright = _upright(img)
+    applied = orientation if upright is not img else 1  # _upright returns the same object when EXIF is broken
+    return _to_rgb(upright), img.size, applied
+
+
 def _reason(err: Exception) -> str:
     if isinstance(err, Unusable):
         return str(err)
     # Anything else a decoder raises (OSError "image file is truncated", SyntaxError, ValueError, ...)
     # is about this one file; a worker must never die of it.
     return f"cannot decode: {err.__class__.__name__}: {err}"
+
+
+def reason(err: Exception) -> str:
+    """The report's reason for a file whose decoding raised ``err``."""
+    return _reason(err)
 
 
 def encode(path: str | Path, opts: ImageOptions) -> Encoded | str:

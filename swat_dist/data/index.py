@@ -13,8 +13,15 @@
       },
       "options": {...},                       # converter options (shard size, jpeg quality, ...)
       "source": "/abs/path/of/SRC",
-      "skipped": [{"path": "train/cls/x.jpg", "reason": "not an image"}, ...]
+      "skipped": [{"path": "train/cls/x.jpg", "reason": "not an image"}, ...],
+      "task": "classify" | "segment",         # absent in older indexes: "classify"
+      "num_classes": 1000                     # == len(classes), written for readers' convenience
     }
+
+A segmentation index (``task: "segment"``, wds only) adds ``ignore_index`` (255) and ``reduce_zero_label``
+(bool); its ``classes`` are the model's classes after the label mapping (see docs/data.md), each split's
+``per_class`` counts the *images* whose mask holds that class, and ``label_pixels`` (256 ints) counts the
+pixels of each raw value stored in the masks.
 
 Paths in ``files`` are relative to DST. Every writer in this package goes through :func:`~swat_dist.files.atomic_write`
 or a staging folder renamed into place, so an interrupted run never leaves a file that looks complete.
@@ -45,6 +52,7 @@ class SplitInfo:
     samples: int
     per_class: list[int]
     files: list[ShardInfo]
+    label_pixels: list[int] | None = None  # segment: pixels per raw mask value 0..255
 
 
 @dataclass(frozen=True)
@@ -56,17 +64,35 @@ class DatasetIndex:
     source: str = ""
     skipped: list[dict[str, str]] = field(default_factory=list)
     version: int = VERSION
+    task: str = "classify"
+    ignore_index: int | None = None  # segment: the label value every loss and metric ignores
+    reduce_zero_label: bool | None = None  # segment: raw 0 -> ignore, raw l -> l - 1 (ADE's convention)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=True)
+        raw = asdict(self)
+        for split in raw["splits"].values():
+            if split["label_pixels"] is None:
+                del split["label_pixels"]
+        raw = {k: v for k, v in raw.items() if v is not None}  # classification keeps its old keys
+        raw["num_classes"] = self.num_classes
+        return json.dumps(raw, indent=1, sort_keys=True)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DatasetIndex:
         splits = {
-            name: SplitInfo(s["samples"], list(s["per_class"]), [ShardInfo(**f) for f in s["files"]])
+            name: SplitInfo(
+                s["samples"],
+                list(s["per_class"]),
+                [ShardInfo(**f) for f in s["files"]],
+                list(s["label_pixels"]) if "label_pixels" in s else None,
+            )
             for name, s in raw["splits"].items()
         }
-        return cls(
+        index = cls(
             format=raw["format"],
             classes=list(raw["classes"]),
             splits=splits,
@@ -74,7 +100,15 @@ class DatasetIndex:
             source=raw.get("source", ""),
             skipped=list(raw.get("skipped", [])),
             version=int(raw.get("version", VERSION)),
+            task=raw.get("task", "classify"),
+            ignore_index=raw.get("ignore_index"),
+            reduce_zero_label=raw.get("reduce_zero_label"),
         )
+        if raw.get("num_classes", index.num_classes) != index.num_classes:
+            raise TypeError(f"num_classes {raw['num_classes']} but {index.num_classes} classes")
+        if index.task not in ("classify", "segment"):
+            raise TypeError(f"unknown task {index.task!r}")
+        return index
 
 
 def read_index(root: str | Path) -> DatasetIndex:

@@ -2,6 +2,9 @@
 
 Saved as ``report.json`` (everything, for tools) and ``report.txt`` (everything, for people) inside the
 dataset; the printed summary is the same text with long lists cut (ImageNet has 1,000 classes).
+
+Segmentation reports (``task: "segment"``) count per class the images whose mask holds it, add the raw
+label values seen per split (``label_pixels``) and the notes on converted-but-changed files (EXIF rotation).
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from typing import Any
 from ..files import atomic_write
 from .index import SplitInfo
 from .scan import Source
+from .seg_scan import SegSource, split_of
 
 SHOWN = 20  # classes / skipped files printed before "see report.txt"
 
 
 def build(
-    source: Source,
+    source: Source | SegSource,
     splits: dict[str, SplitInfo],
     skipped: list[dict[str, str]],
     fmt: str,
@@ -27,16 +31,20 @@ def build(
     dst: Path,
 ) -> dict[str, Any]:
     images = sum(s.samples for s in splits.values())
-    split_rows = {
+    segment = isinstance(source, SegSource)
+    split_rows: dict[str, dict[str, Any]] = {
         name: {
             "samples": s.samples,
-            "skipped": sum(1 for k in skipped if k["path"].startswith(f"{name}/")),
+            "skipped": sum(1 for k in skipped if (split_of(k["path"]) if segment else k["path"].split("/")[0]) == name),
             "files": len(s.files),
             "bytes": sum(f.bytes for f in s.files),
             "per_class": dict(zip(source.classes, s.per_class)),
         }
         for name, s in splits.items()
     }
+    for name, s in splits.items():
+        if s.label_pixels is not None:  # raw mask value -> pixels, values that occur only
+            split_rows[name]["label_pixels"] = {str(v): n for v, n in enumerate(s.label_pixels) if n}
     return {
         "source": str(source.root),
         "destination": str(dst),
@@ -54,12 +62,17 @@ def build(
 def problem(rep: dict[str, Any], *, strict: bool) -> str | None:
     """Why this result must not be published, or ``None``."""
     for name, row in rep["splits"].items():
+        if rep.get("task") == "segment":  # a class may be absent from a split; an empty split may not
+            if row["samples"] == 0:
+                return f"no usable image + mask pair in {name}"
+            continue
         empty = [c for c, n in row["per_class"].items() if n == 0]
         if empty:
             shown = ", ".join(repr(c) for c in empty[:5]) + (" ..." if len(empty) > 5 else "")
             return f"{len(empty)} classes have no usable image in {name}: {shown}"
     if strict and rep["skipped"]:
-        return f"--strict: {len(rep['skipped'])} files skipped"
+        first = rep["skipped"][0]
+        return f"--strict: {len(rep['skipped'])} files skipped, first {first['path']}: {first['reason']}"
     return None
 
 
@@ -81,9 +94,13 @@ def render(rep: dict[str, Any], *, full: bool) -> str:
         for name, row in splits.items()
     ]
     classes = list(next(iter(splits.values()))["per_class"]) if splits else []
+    for name, row in splits.items():
+        if "label_pixels" in row:
+            values = list(row["label_pixels"])
+            lines.append(f"raw mask values in {name}: {', '.join(values)}")
     if full or len(classes) <= SHOWN:
         width = max([len(c) for c in classes] + [5]) + 2
-        lines.append("images per class:")
+        lines.append("images holding each class:" if rep.get("task") == "segment" else "images per class:")
         lines.append(f"  {'class':<{width}}" + "".join(f"{name:>10}" for name in splits))
         for c in classes:
             lines.append(f"  {c:<{width}}" + "".join(f"{row['per_class'][c]:>10,}" for row in splits.values()))
@@ -98,6 +115,12 @@ def render(rep: dict[str, Any], *, full: bool) -> str:
     lines += [f"  {k['path']}: {k['reason']}" for k in shown]
     if len(shown) < len(skipped):
         lines.append(f"  ... and {len(skipped) - len(shown)} more (all in report.txt / report.json)")
+    notes = rep.get("notes", [])
+    if notes:
+        lines.append(f"converted with changes, {len(notes)} files:")
+        lines += [f"  {k['path']}: {k['note']}" for k in (notes if full else notes[:SHOWN])]
+        if not full and len(notes) > SHOWN:
+            lines.append(f"  ... and {len(notes) - SHOWN} more (all in report.txt / report.json)")
     return "\n".join(lines)
 
 

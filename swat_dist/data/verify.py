@@ -7,6 +7,10 @@ that decodes fully to RGB no larger than the index's ``max_resolution``; wds: ea
 ``.jpg`` and a ``.cls`` and keys are unique in the split. Then samples per file, per class and per split
 against the index. Prints a summary and returns 0, or prints every problem and returns 1; damage is a
 reported problem, never a traceback. Files are checked in parallel (``--workers``, 0 = all cores).
+
+Segmentation (``task: "segment"``): each sample has exactly a ``.jpg`` and a ``.png``; the mask decodes as
+a single-channel 8-bit PNG of the image's size with labels in range (:mod:`.masks`), and the images
+holding each class and the pixels per raw mask value are held against the index.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from dataclasses import dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
+from . import masks
 from .convert import cores, ordered_map
 from .index import DatasetIndex, ShardInfo, read_index
 
@@ -36,6 +42,8 @@ class Task:
     sha256: str | None = None  # expected; checked by the task that starts at record 0
     start: int = 0
     stop: int | None = None
+    task: str = "classify"
+    reduce_zero_label: bool = True  # segment: the label rule masks are checked against
 
 
 @dataclass
@@ -45,15 +53,18 @@ class Checked:
     per_class: Counter[int] = field(default_factory=Counter)
     keys: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    pixels: Counter[int] = field(default_factory=Counter)  # segment: raw mask value -> pixels
 
 
-def _image_problem(data: bytes, max_side: int) -> str | None:
+def _image_problem(data: bytes, max_side: int, size_out: list[tuple[int, int]] | None = None) -> str | None:
     try:
         with Image.open(BytesIO(data)) as img:
             img.load()
             size, mode = img.size, img.mode
     except Exception as err:
         return f"image does not decode ({err.__class__.__name__}: {err})"
+    if size_out is not None:
+        size_out.append(size)
     if mode != "RGB":
         return f"image mode is {mode}, not RGB"
     if max(size) > max_side:
@@ -74,14 +85,41 @@ def _file_level(task: Task, out: Checked) -> None:
             out.problems.append("SHA256 differs from SHA256SUMS (the file changed after conversion)")
 
 
+def _check_pair(task: Task, out: Checked, key: str, sample: dict[str, bytes]) -> None:
+    """One segmentation sample: image, mask, their sizes, the mask's labels."""
+    out.samples += 1
+    sizes: list[tuple[int, int]] = []
+    problem = _image_problem(sample["jpg"], task.max_side, sizes)
+    try:
+        labels_HW = masks.decode(sample["png"])
+    except masks.BadMask as err:
+        out.problems += [f"{key}: {p}" for p in (problem, str(err)) if p]
+        return
+    hist = masks.histogram(labels_HW)
+    mask_size = (labels_HW.shape[1], labels_HW.shape[0])
+    if sizes and sizes[0] != mask_size:
+        problem = f"mask is {mask_size[0]}x{mask_size[1]}, image is {sizes[0][0]}x{sizes[0][1]}"
+    problem = problem or masks.label_problem(hist, task.classes, task.reduce_zero_label)
+    if problem:
+        out.problems.append(f"{key}: {problem}")
+        return
+    out.per_class.update(masks.classes_present(hist, task.classes, task.reduce_zero_label))
+    out.pixels.update({v: int(hist[v]) for v in np.flatnonzero(hist).tolist()})
+
+
 def _check_wds(task: Task, out: Checked) -> None:
     from .wds import read_shard
 
+    expected = {"jpg", "png"} if task.task == "segment" else {"jpg", "cls"}
     try:
         for key, sample in read_shard(task.path):
             out.keys.append(key)
-            if set(sample) != {"jpg", "cls"}:
-                out.problems.append(f"{key}: members {sorted(sample)}, expected ['cls', 'jpg']")
+            if set(sample) == expected and task.task == "segment":
+                _check_pair(task, out, key, sample)
+                continue
+            if set(sample) != expected:
+                out.samples += task.task == "segment"  # a segment sample counts even when damaged
+                out.problems.append(f"{key}: members {sorted(sample)}, expected {sorted(expected)}")
                 continue
             label = int(sample["cls"]) if sample["cls"].strip().isdigit() else -1
             _record(out, key, label, task.classes, _image_problem(sample["jpg"], task.max_side))
@@ -137,6 +175,7 @@ def _tasks(root: Path, index: DatasetIndex, sums: dict[str, str]) -> list[tuple[
     for split, info in index.splits.items():
         for f in info.files:
             task = Task(index.format, root / f.path, f, len(index.classes), max_side, sums.get(f.path))
+            task = replace(task, task=index.task, reduce_zero_label=bool(index.reduce_zero_label))
             if index.format == "wds":
                 tasks.append((split, task))
             else:
@@ -161,13 +200,16 @@ def _compare(index: DatasetIndex, results: list[tuple[str, Checked]], problems: 
         merged.per_class.update(r.per_class)
         merged.keys += r.keys
         merged.problems += r.problems
+        merged.pixels.update(r.pixels)
     for split, info in index.splits.items():
         per_class: Counter[int] = Counter()
+        pixels: Counter[int] = Counter()
         for f in info.files:
             got = by_file[f.path]
             if got.samples != f.samples:
                 got.problems.append(f"{got.samples} samples, index says {f.samples}")
             per_class.update(got.per_class)
+            pixels.update(got.pixels)
             problems += [f"{f.path}: {p}" for p in got.problems[:MAX_PER_FILE]]
             if len(got.problems) > MAX_PER_FILE:
                 problems.append(f"{f.path}: ... and {len(got.problems) - MAX_PER_FILE} more problems")
@@ -179,7 +221,10 @@ def _compare(index: DatasetIndex, results: list[tuple[str, Checked]], problems: 
         if counts != list(info.per_class):
             wrong = [index.classes[c] for c in range(len(counts)) if counts[c] != info.per_class[c]]
             problems.append(f"{split}: per-class counts differ from the index in {len(wrong)} classes, e.g. {wrong[0]}")
-        if sum(info.per_class) != info.samples or sum(f.samples for f in info.files) != info.samples:
+        if info.label_pixels is not None and [pixels[v] for v in range(masks.LEVELS)] != info.label_pixels:
+            problems.append(f"{split}: pixels per mask value differ from the index's label_pixels")
+        classify = index.task == "classify"
+        if (classify and sum(info.per_class) != info.samples) or sum(f.samples for f in info.files) != info.samples:
             problems.append(f"{split}: the index's own counts disagree (samples {info.samples})")
 
 
@@ -200,9 +245,10 @@ def verify(dst: str | Path, workers: int = 0) -> int:
         print("\n".join(f"  {p}" for p in problems))
         return 1
     checksums = "checksums match" if sums else "no SHA256SUMS, checksums not checked"
+    masks_ok = " (masks: 8-bit, image-sized, labels in range)" if index.task == "segment" else ""
     print(
-        f"{root}: ok - {index.format}, {len(index.classes)} classes, "
+        f"{root}: ok - {index.format}, {index.task}, {len(index.classes)} classes, "
         + ", ".join(f"{s} {info.samples:,}" for s, info in index.splits.items())
-        + f" samples in {files} files; every record decodes; counts match the index; {checksums}"
+        + f" samples in {files} files; every record decodes{masks_ok}; counts match the index; {checksums}"
     )
     return 0
