@@ -55,8 +55,11 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         cfg = load_config(self.config_files, self.overrides)
         if env.is_main:  # which attempt this is and where it starts: the first thing to look for in a log
-            latest = resolve(Path(derived(cfg, env.world_size)["output_dir"]), "auto")
-            start = f"resuming from {latest.name}" if latest is not None else "starting"
+            try:  # sizes only here (stat calls); run() verifies the hashes and picks the checkpoint for all ranks
+                latest = resolve(Path(derived(cfg, env.world_size)["output_dir"]), "auto")
+                start = f"resuming from {latest.name}" if latest is not None else "starting"
+            except ValueError as err:  # raising here would leave the other ranks waiting in run()'s rendezvous
+                start = f"cannot resume ({err}); every rank stops in run()"
             print(f"[swat-dist] job {env.job_id} attempt {env.restart_count + 1}: {start}", flush=True)
         summary = run(cfg, env)
         if not summary.get("stopped"):

@@ -18,22 +18,27 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import Config
-from .checkpoint_paths import resolve
+from .checkpoint_paths import resolve, safetensors_problem
 
 
 def weights_file(source: str | Path, ema: bool = False) -> Path:
-    """The ``.safetensors`` file ``source`` names: itself, or the latest checkpoint's model/EMA weights."""
+    """The ``.safetensors`` file ``source`` names: itself, or the newest verified checkpoint's model/EMA
+    weights. A truncated file is refused here, in one line naming it, not when a loader trips on it."""
     path = Path(source)
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise FileNotFoundError(f"no such weights file: {path}")
-        return path
-    folder = resolve(Path("."), str(path))
-    if folder is None:
-        raise ValueError(f"{source}: no checkpoint found")
-    file = folder / ("ema.safetensors" if ema else "model.safetensors")
-    if not file.is_file():
-        raise ValueError(f"{folder} has no {file.name}{' (was ema.enabled on?)' if ema else ''}")
+        file = path
+    else:
+        folder = resolve(Path("."), str(path), report=print)
+        if folder is None:
+            raise ValueError(f"{source}: no checkpoint found")
+        file = folder / ("ema.safetensors" if ema else "model.safetensors")
+        if not file.is_file():
+            raise ValueError(f"{folder} has no {file.name}{' (was ema.enabled on?)' if ema else ''}")
+    why = safetensors_problem(file)  # reads the header only: cheap whatever the file's size
+    if why:
+        raise ValueError(f"{file} {why}")
     return file
 
 

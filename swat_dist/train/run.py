@@ -14,8 +14,7 @@ from ..data.loader import seed_everything
 from ..dist import DistEnv
 from ..tasks import build_task
 from ..tracking.choose import make_tracker
-from .checkpoint import CheckpointManager
-from .checkpoint_paths import resolve
+from .checkpoint import CheckpointManager, resume_point
 from .ema import EMA
 from .engine import Engine, destroy, device_for, init_distributed
 from .finetune import build_model
@@ -54,6 +53,8 @@ def run(cfg: Config, env: DistEnv) -> dict[str, Any]:
 def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
     d = derived(cfg, env.world_size)
     run_dir = Path(d["output_dir"])
+    # verified, and of this model, before anything is built or the run's config.yaml is replaced
+    resume_from = resume_point(run_dir, cfg.checkpoint.resume, cfg.model.name, env)
     if env.is_main:
         save_config(cfg, run_dir)
     seed_everything(cfg.seed)  # the same initial weights on every rank and in every run of this config
@@ -67,7 +68,6 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
     ema = EMA(engine.local_params(), cfg.ema.decay, engine.release_gathered) if cfg.ema.enabled else None
     ckpt = CheckpointManager(run_dir, cfg.checkpoint, env, engine, ema)
     state, chash = TrainState(), config_hash(cfg)
-    resume_from = resolve(run_dir, cfg.checkpoint.resume)
     if resume_from is not None:
         rank_state, _ = ckpt.load(resume_from, chash)
         state = TrainState(**rank_state["trainer"])
