@@ -39,6 +39,7 @@ from .config_tree import (  # the tree, re-exported: callers import it from here
     ModelConfig,
     OptimConfig,
     SchedConfig,
+    SegConfig,
     TrackingConfig,
     TrainInterpolation,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "SchedConfig",
+    "SegConfig",
     "TrackingConfig",
     "TrainInterpolation",
     "apply_overrides",

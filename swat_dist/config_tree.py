@@ -35,6 +35,7 @@ class ModelConfig(Node):
     drop_path_rate: float = 0.1
     kwargs: Mapping[str, Any] = field(default_factory=FrozenDict)  # extra create_model kwargs
     finetune: str | None = None  # checkpoint to start from; the head is re-initialised if num_classes differs
+    backbone_weights: str | None = None  # task segment: classification weights (run, checkpoint, .safetensors)
 
     def _check(self) -> None:
         self._need("name", bool(self.name.strip()), "must name a model")
@@ -94,6 +95,38 @@ class DataConfig(Node):
 
 
 @dataclass(frozen=True)
+class SegConfig(Node):
+    """Semantic segmentation (``task: segment``; SEG_SPEC 2-5): the mmseg ADE20K pipeline, UperNet, the metric.
+
+    ``model.name`` is the backbone; ``data.hflip``, ``data.mean``/``std``, ``data.batch_size`` and
+    ``data.workers`` apply as for classification; the other classification augmentation keys
+    (auto_augment, color_jitter, reprob, mixup, cutmix, smoothing, scale, ratio, crop_pct) do not. The
+    val batch is one image per rank (images keep their own sizes).
+    """
+
+    _key: ClassVar[str] = "seg"
+    crop_size: int = 512
+    scale: tuple[int, int] = (2048, 512)  # (long, short) side bound of the resize; train multiplies it by a ratio
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    cat_max_ratio: float = 0.75  # a train crop in which one class covers more of the labels is re-drawn (10 tries)
+    photometric: bool = True  # brightness, contrast, saturation, hue as mmseg's PhotoMetricDistortion
+    reduce_zero_label: bool | None = None  # raw 0 -> ignore, l -> l - 1; None: the index's (wds), true (folder)
+    aux_weight: float = 0.4  # auxiliary FCN head's loss weight
+    channels: int = 512  # UperNet width
+    aux_channels: int = 256
+    eval_mode: Literal["whole", "slide"] = "whole"
+    eval_stride: int = 341  # slide: window step (windows are crop_size)
+
+    def _check(self) -> None:
+        self._range("crop_size", "channels", "aux_channels", "eval_stride", lo=1)
+        self._range("aux_weight", lo=0)
+        self._range("cat_max_ratio", lo=0, hi=1, open_lo=True)
+        lo, hi = self.ratio_range
+        self._need("ratio_range", 0 < lo <= hi, "must be [low, high] with 0 < low <= high")
+        self._need("scale", min(self.scale) >= 1, "must be [long side, short side] in pixels")
+
+
+@dataclass(frozen=True)
 class OptimConfig(Node):
     """AdamW. ``lr`` is the base lr at ``lr_base_batch``; the lr used is :func:`derived`'s ``lr``."""
 
@@ -118,21 +151,29 @@ class OptimConfig(Node):
 
 @dataclass(frozen=True)
 class SchedConfig(Node):
-    """Cosine with warmup and cooldown, timm's CosineLRScheduler semantics, stepped per optimizer step.
+    """Cosine with warmup and cooldown, timm's CosineLRScheduler semantics, stepped per optimizer step;
+    or ``kind: poly`` (segmentation, mmseg's LinearLR + PolyLR).
 
     The lr rises linearly from ``warmup_lr`` over ``warmup_epochs``; the cosine runs from the lr at
     step 0 to ``min_lr`` at ``epochs`` (the warmup overlaps its start, timm's warmup_prefix=False); then
     ``cooldown_epochs`` more epochs at ``min_lr``. Training therefore runs ``epochs + cooldown_epochs``
     epochs, as timm train.py does (``--epochs 300 --cooldown-epochs 10`` trains 310). ``min_lr`` and
     ``warmup_lr`` are absolute, never scaled with the batch (timm scales only the lr).
+
+    ``poly``: linear warmup from ``warmup_lr`` over ``warmup_steps`` (or ``warmup_epochs``), then
+    ``(lr - min_lr) * (1 - t) ** power + min_lr``, t running from 0 after the warmup to 1 at the run's last
+    step (``max_steps`` when set: segmentation schedules are step-based, 160k iterations).
     """
 
     _key: ClassVar[str] = "sched"
+    kind: Literal["cosine", "poly"] = "cosine"
     epochs: int = 300
     warmup_epochs: int = 20
     cooldown_epochs: int = 10
     min_lr: float = 1e-5
     warmup_lr: float = 1e-6
+    warmup_steps: int | None = None  # a warmup in optimizer steps; None: warmup_epochs
+    power: float = 1.0  # poly
 
     @property
     def total_epochs(self) -> int:
@@ -140,7 +181,8 @@ class SchedConfig(Node):
 
     def _check(self) -> None:
         self._range("epochs", lo=1)
-        self._range("warmup_epochs", "cooldown_epochs", "min_lr", "warmup_lr", lo=0)
+        self._range("warmup_epochs", "cooldown_epochs", "min_lr", "warmup_lr", "warmup_steps", lo=0)
+        self._range("power", lo=0, open_lo=True)
         self._need("warmup_epochs", self.warmup_epochs < self.epochs, f"must be < sched.epochs ({self.epochs})")
 
 
@@ -230,7 +272,7 @@ class Config(Node):
     """The whole run. Build it with :func:`load_config` or :func:`from_dict`; it cannot be changed."""
 
     name: str | None = None  # None: the model name
-    task: Literal["classify"] = "classify"  # what is learned (swat_dist.tasks); the loss, metrics and best keys
+    task: Literal["classify", "segment"] = "classify"  # what is learned (swat_dist.tasks): loss, metrics, best keys
     output_dir: str = "runs/{name}"  # template; {name} is the run's name
     seed: int = 42
     log_every: int = 10  # optimizer steps
@@ -244,6 +286,7 @@ class Config(Node):
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
 
     @property
     def run_name(self) -> str:
@@ -258,8 +301,22 @@ class Config(Node):
         self._need("output_dir", names <= {"name"}, "may only use the placeholder {name}")
         self._range("seed", lo=0)
         self._range("log_every", "max_steps", lo=1)
+        if self.task == "segment":
+            self._segment_check()
         classes = self.data.synthetic_classes
         if classes is not None and classes > self.model.num_classes:
             raise ConfigError(
                 f"data.synthetic_classes ({classes}) must be <= model.num_classes ({self.model.num_classes})"
+            )
+
+    def _segment_check(self) -> None:
+        fmt = self.data.format
+        if fmt not in ("folder", "wds"):
+            why = "FFCV has no lossless mask field" if fmt == "ffcv" else "there is no synthetic segmentation set"
+            raise ConfigError(f"data.format {fmt!r} cannot hold segmentation masks ({why}): use wds or folder")
+        if self.data.val_batch_size not in (None, 1):
+            raise ConfigError("data.val_batch_size must be 1 (or null) for task segment: val images keep their sizes")
+        if self.model.finetune:
+            raise ConfigError(
+                "model.finetune is for classification; a segmentation backbone takes model.backbone_weights"
             )

@@ -53,3 +53,29 @@ def test_recipes_match_the_spec_on_eight_gpus(name, batch, lr, wd, ema):
     assert d["global_batch"] == batch and d["lr"] == pytest.approx(lr)
     assert cfg.optim.weight_decay == wd and cfg.ema.enabled is ema
     assert d["total_epochs"] == 310
+
+
+@pytest.mark.parametrize(
+    "name,model,drop_path",
+    [
+        ("upernet_swat_swin_tiny", "swat_swin_tiny_patch4_window7_224", 0.3),
+        ("upernet_swin_tiny", "swin_tiny_patch4_window7_224", 0.3),
+        ("upernet_swat_swin_small", "swat_swin_small_patch4_window7_224", 0.3),
+        ("upernet_swin_small", "swin_small_patch4_window7_224", 0.3),
+        ("upernet_swat_deit_small", "swat_deit_small_patch16_224", 0.1),
+        ("upernet_deit_small", "deit_small_patch16_224", 0.1),
+    ],
+)
+def test_segmentation_recipes_match_seg_spec_on_eight_gpus(name, model, drop_path):
+    from swat_dist.train.optim import lr_at
+
+    cfg = load_config([str(RECIPES / "seg" / f"{name}.yaml")], [])
+    d = derived(cfg, 8)
+    assert cfg.task == "segment" and cfg.model.name == model and cfg.model.drop_path_rate == drop_path
+    assert cfg.model.num_classes == 150 and cfg.seg.crop_size == 512 and tuple(cfg.seg.scale) == (2048, 512)
+    assert d["global_batch"] == 16 and d["lr"] == pytest.approx(6e-5) and cfg.optim.weight_decay == 0.01
+    assert cfg.max_steps == 160_000 and cfg.seg.aux_weight == 0.4 and cfg.seg.cat_max_ratio == 0.75
+    # SEG_SPEC 4: linear warmup over 1,500 iterations from 1e-6 x lr, then poly (power 1) to 0 at 160k
+    lr = lambda s: lr_at(s, 1263, cfg.sched, d, run_steps=cfg.max_steps)  # noqa: E731
+    assert lr(0) == pytest.approx(6e-11) and lr(750) == pytest.approx(3e-5, rel=1e-5)
+    assert lr(1500) == pytest.approx(6e-5) and lr(80_750) == pytest.approx(3e-5) and lr(160_000) == 0.0

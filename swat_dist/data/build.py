@@ -18,7 +18,7 @@ from .transforms import DeviceAugment, colour_transform, eval_transform, train_t
 class Loaders:
     train: TrainLoader
     val: ValLoader
-    augment: DeviceAugment
+    augment: DeviceAugment | None  # classification's device-side augmentation (segmentation: in the task)
     classes: list[str]
     img_size: int
 

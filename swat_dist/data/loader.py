@@ -6,8 +6,9 @@ workers only decide who decodes a batch, never which samples it holds; augmentat
 seeded per sample from (seed, epoch, sample id), so it is the same for any worker count and after a
 resume. FFCV keeps its own compiled pipeline and uses the same plan through a traversal order.
 
-Batches are ``(images uint8 (B, 3, H, W), labels int64 (B,))``; normalisation, random erasing and mixup
-happen on the device (:mod:`swat_dist.data.transforms`), where they cost nothing next to the model.
+Batches are ``(images uint8 (B, 3, H, W), labels int64 (B,))``, or masks int16 (B, H, W) for
+segmentation; normalisation, random erasing and mixup happen on the device
+(:mod:`swat_dist.data.transforms`, :mod:`swat_dist.tasks`), where they cost nothing next to the model.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ class Source(Protocol):
 
     def __len__(self) -> int: ...
 
-    def load(self, index: int, train: bool) -> tuple[Tensor, int]:
-        """Sample ``index`` as (uint8 CHW image, label), augmented when ``train``."""
+    def load(self, index: int, train: bool) -> tuple[Tensor, Any]:
+        """Sample ``index`` as (uint8 CHW image, label or int16 mask), augmented when ``train``."""
         ...
 
 
@@ -63,25 +64,33 @@ class _PlannedDataset(Dataset):
     def __getitem__(self, key: tuple[int, list[int]]) -> Batch:
         epoch, ids = key
         images: list[Tensor | None] = []
-        labels: list[int] = []
+        targets: list[Any] = []  # class labels (int), or masks (Tensor) for segmentation
         for i in ids:
             if i == PAD:
                 images.append(None)
-                labels.append(-1)
+                targets.append(None)
                 continue
             if self.train:
                 seed_everything(sample_seed(self.seed, epoch, i))
-            img, label = self.source.load(i, self.train)
+            img, target = self.source.load(i, self.train)
             images.append(img)
-            labels.append(label)
-        real = next((im for im in images if im is not None), None)
-        if real is None:  # an all-padding batch: shape from the source's first sample
-            real = self.source.load(0, False)[0]
-        stacked = torch.stack([im if im is not None else torch.zeros_like(real) for im in images])
-        return stacked, torch.tensor(labels, dtype=torch.int64)
+            targets.append(target)
+        real = next((k for k, im in enumerate(images) if im is not None), None)
+        # an all-padding batch takes its shapes from the source's first sample
+        like_image, like_target = self.source.load(0, False) if real is None else (images[real], targets[real])
+        assert like_image is not None
+        stacked = torch.stack([im if im is not None else torch.zeros_like(like_image) for im in images])
+        return stacked, _stack_targets(targets, like_target)
 
     def __len__(self) -> int:  # never used for sampling: the batch sampler drives it
         return len(self.source)
+
+
+def _stack_targets(targets: list[Any], like: Any) -> Tensor:
+    """Labels -> int64 (B,), padding -1; masks -> (B, H, W), a padding sample's mask all -1 (never scored)."""
+    if isinstance(like, Tensor):
+        return torch.stack([t if t is not None else torch.full_like(like, PAD) for t in targets])
+    return torch.tensor([t if t is not None else PAD for t in targets], dtype=torch.int64)
 
 
 class _BatchList(Sampler[tuple[int, list[int]]]):

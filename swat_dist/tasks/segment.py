@@ -7,11 +7,14 @@ pixels, PyTorch's convention; mmseg's default divides by all pixels), the auxili
 Evaluation is dataset-level (SEG_SPEC 5): one int64 confusion matrix (target x prediction) per rank,
 summed over the whole val set and across ranks once, at the ORIGINAL label size (the logits of the
 resized image are resized back). Pixels labelled 255 (ignored) and -1 (padding of a rank's last
-batches) never reach it. ``mode='whole'`` runs one forward per image; ``'slide'`` runs ``crop``-sized
-windows ``stride`` apart and averages the logits where they overlap (bounded memory on large images).
+batches) never reach it. ``mode='whole'`` runs one forward per image (padded to a multiple of 32);
+``'slide'`` runs ``crop``-sized windows ``stride`` apart and averages the logits where they overlap
+(bounded memory on large images, and a backbone that only takes its crop size).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +26,7 @@ IGNORE = 255  # unlabelled pixels (ADE's 0 after reduce_zero_label)
 PAD = -1  # the mask value of a padding sample (the val loaders' padding)
 MEAN = (123.675, 116.28, 103.53)  # ImageNet, 0-255 scale (SEG_SPEC 2.6)
 STD = (58.395, 57.12, 57.375)
+SIZE_DIVISOR = 32  # whole-image inference pads to this: the coarsest stride of the UperNet pyramid
 
 
 def confusion(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -92,34 +96,43 @@ class SegmentationTask:
 
     def eval_sums(self, forward: Forward, x: Tensor, target: Tensor) -> Tensor:
         logits = self._whole(forward, x) if self.mode == "whole" else self._slide(forward, x)
-        logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+        logits = _upsampled(logits, target.shape[-2:])
         images = (target.flatten(1)[:, 0] != PAD).sum().reshape(1)
         return torch.cat([confusion(logits.argmax(1), target, self.num_classes), images])
 
     def _whole(self, forward: Forward, x: Tensor) -> Tensor:
-        return forward(x)
+        """One forward of the image zero-padded (the mean colour, after normalisation) to a multiple of 32
+        on the bottom and right, so any backbone's strides divide it; logits cropped back to the image."""
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (0, -w % SIZE_DIVISOR, 0, -h % SIZE_DIVISOR))
+        return _upsampled(forward(padded), padded.shape[-2:])[..., :h, :w]
 
     def _slide(self, forward: Forward, x: Tensor) -> Tensor:
-        """Windows of ``crop`` every ``stride`` pixels (the last flush with the border); logits averaged."""
+        """Windows of ``crop`` every ``stride`` pixels (the last flush with the border), logits averaged where
+        they overlap; an image smaller than a window is zero-padded to it first."""
         h, w = x.shape[-2:]
-        ch, cw = min(self.crop, h), min(self.crop, w)
+        x = F.pad(x, (0, max(self.crop - w, 0), 0, max(self.crop - h, 0)))
+        ph, pw = x.shape[-2:]
         out: Tensor | None = None
-        count = torch.zeros((1, 1, h, w), device=x.device)
-        for top in _starts(h, ch, self.stride):
-            for left in _starts(w, cw, self.stride):
-                window = forward(x[..., top : top + ch, left : left + cw])
-                window = F.interpolate(window.float(), size=(ch, cw), mode="bilinear", align_corners=False)
+        count = torch.zeros((1, 1, ph, pw), device=x.device)
+        for top in _starts(ph, self.crop, self.stride):
+            for left in _starts(pw, self.crop, self.stride):
+                window = _upsampled(forward(x[..., top : top + self.crop, left : left + self.crop]), (self.crop,) * 2)
                 if out is None:
-                    out = torch.zeros((x.shape[0], window.shape[1], h, w), device=x.device)
-                out[..., top : top + ch, left : left + cw] += window
-                count[..., top : top + ch, left : left + cw] += 1
+                    out = torch.zeros((x.shape[0], window.shape[1], ph, pw), device=x.device)
+                out[..., top : top + self.crop, left : left + self.crop] += window
+                count[..., top : top + self.crop, left : left + self.crop] += 1
         assert out is not None
-        return out / count
+        return (out / count)[..., :h, :w]
 
     def metrics(self, sums: Tensor) -> dict[str, float]:
         values = sums.cpu()  # one host sync per evaluation
         matrix = values[:-1].view(self.num_classes, self.num_classes)
         return dict(scores(matrix), samples=int(values[-1]))
+
+
+def _upsampled(logits: Tensor, size: Any) -> Tensor:
+    return F.interpolate(logits.float(), size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def _starts(size: int, window: int, stride: int) -> list[int]:

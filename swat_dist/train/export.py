@@ -58,12 +58,11 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, ema: bool = False) -> dict
 
     Returns the metrics on rank 0 and None elsewhere.
     """
-    from ..data.build import build_loaders
     from ..dist import read_env
     from ..tasks import build_task
     from .engine import destroy, device_for, init_distributed
     from .evaluate import evaluate
-    from .finetune import build_model
+    from .spec import spec_for
 
     env = read_env()
     device = device_for(env)
@@ -71,13 +70,11 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, ema: bool = False) -> dict
     if env.distributed:
         init_distributed(env, device)
     try:
-        model = build_model(cfg)
+        spec = spec_for(cfg)
+        model = spec.build_model(cfg, env)
         model.load_state_dict(load_file(str(file)))
         model.to(device).eval()
-        loaders = build_loaders(
-            cfg.data, model.pretrained_cfg, world_size=env.world_size, rank=env.rank, seed=cfg.seed,
-            num_classes=cfg.model.num_classes, img_size=cfg.model.img_size,
-        )  # fmt: skip
+        loaders = spec.build_loaders(cfg, model, env)
         with torch.no_grad():
             result = evaluate(model, loaders.val, build_task(cfg, loaders.augment), device)
     finally:

@@ -48,18 +48,23 @@ def param_groups(model: nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
     return [g for g in (decay, no_decay) if g["params"]]
 
 
-def lr_at(step: int, steps_per_epoch: int, sched: SchedConfig, d: Derived) -> float:
+def lr_at(step: int, steps_per_epoch: int, sched: SchedConfig, d: Derived, run_steps: int | None = None) -> float:
     """The lr of optimizer step ``step`` (0-based): timm's CosineLRScheduler with ``t_in_epochs=False``.
 
-    Linear warmup from ``warmup_lr`` to the peak over ``warmup_epochs``; cosine from the peak to
-    ``min_lr`` over ``epochs`` (counted from step 0: the warmup overlaps it); ``min_lr`` afterwards
-    (the cooldown epochs).
+    Linear warmup from ``warmup_lr`` to the peak over ``warmup_epochs`` (or ``warmup_steps``); cosine from
+    the peak to ``min_lr`` over ``epochs`` (counted from step 0: the warmup overlaps it); ``min_lr``
+    afterwards (the cooldown epochs). ``kind: poly`` decays after the warmup to ``min_lr`` at ``run_steps``
+    (the run's last step; default the epochs' steps), as mmseg's PolyLR.
     """
-    warmup = sched.warmup_epochs * steps_per_epoch
+    warmup = sched.warmup_epochs * steps_per_epoch if sched.warmup_steps is None else sched.warmup_steps
     total = sched.epochs * steps_per_epoch
     peak, low = d["lr"], d["min_lr"]
     if step < warmup:
         return d["warmup_lr"] + step * (peak - d["warmup_lr"]) / warmup
+    if sched.kind == "poly":
+        end = run_steps or total
+        left = max(0.0, 1 - (step - warmup) / max(end - warmup, 1))
+        return (peak - low) * left**sched.power + low
     if step < total:
         return low + 0.5 * (peak - low) * (1 + math.cos(math.pi * step / total))
     return low

@@ -9,7 +9,6 @@ from typing import Any
 from torch import nn
 
 from ..config import Config, check_runtime, config_hash, derived, save_config
-from ..data.build import build_loaders
 from ..data.loader import seed_everything
 from ..dist import DistEnv
 from ..tasks import build_task
@@ -17,9 +16,9 @@ from ..tracking.choose import make_tracker
 from .checkpoint import CheckpointManager, resume_point
 from .ema import EMA
 from .engine import Engine, destroy, device_for, init_distributed
-from .finetune import build_model
 from .metrics import MetricsWriter, NullMetrics, peak_flops, train_flops_per_image
 from .optim import param_groups
+from .spec import spec_for
 from .trainer import Trainer, TrainState
 
 
@@ -58,11 +57,9 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
     if env.is_main:
         save_config(cfg, run_dir)
     seed_everything(cfg.seed)  # the same initial weights on every rank and in every run of this config
-    model = build_model(cfg)
-    loaders = build_loaders(
-        cfg.data, model.pretrained_cfg, world_size=env.world_size, rank=env.rank, seed=cfg.seed,
-        num_classes=cfg.model.num_classes, img_size=cfg.model.img_size,
-    )  # fmt: skip
+    spec = spec_for(cfg)
+    model = spec.build_model(cfg, env)
+    loaders = spec.build_loaders(cfg, model, env)
     flops_per_step = train_flops_per_image(_forward_gmacs(model, loaders.img_size)) * d["global_batch"]
     engine = Engine(model.to(device), param_groups(model, cfg.optim), cfg, env)
     ema = EMA(engine.local_params(), cfg.ema.decay, engine.release_gathered) if cfg.ema.enabled else None

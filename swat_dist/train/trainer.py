@@ -115,7 +115,7 @@ class Trainer:
         train, device = self.loaders.train, self.engine.device
         seed_everything(step_seed(self.cfg.seed, train.epoch, train.step, self.env.rank))
         x, y = self.task.batch(images, labels, device, train=True)
-        self.engine.set_lr(lr_at(self.state.step, self.steps_per_epoch, self.cfg.sched, self.d))
+        self.engine.set_lr(self._lr(self.state.step))
         loss = self.task.loss(self.engine.forward(x), y)
         minutes = self.cfg.checkpoint.every_minutes
         due = minutes is not None and time.monotonic() - self._last_save > minutes * 60
@@ -137,6 +137,9 @@ class Trainer:
         self._step_time += time.perf_counter() - start
         self._ready = time.perf_counter()
         return stepped
+
+    def _lr(self, step: int) -> float:
+        return lr_at(step, self.steps_per_epoch, self.cfg.sched, self.d, run_steps=self.total_steps)
 
     def _stop_if_asked(self) -> bool:
         """At an optimizer-step boundary after an agreed stop request: one collective save, then stop."""
@@ -180,7 +183,7 @@ class Trainer:
             "step": self.state.step,
             "epoch": self.state.step / self.steps_per_epoch,
             "train/loss": loss_sum / max(micro_sum, 1.0),
-            "lr": lr_at(self.state.step - 1, self.steps_per_epoch, self.cfg.sched, self.d),
+            "lr": self._lr(self.state.step - 1),
             "grad_norm": self.engine.grad_norm(),
             "throughput/images_per_sec": images_per_sec,
             "throughput/images_per_sec_per_device": images_per_sec / self.env.world_size,

@@ -128,3 +128,13 @@ def test_local_executor_runs_two_ranks_without_slurm(tmp_path, monkeypatch):
     assert sorted(losses(out)) == list(range(1, 7))
     record = json.loads((out / "slurm" / "jobs.jsonl").read_text())
     assert record["executor"] == "local" and record["tasks_per_node"] == 2
+
+
+@pytest.mark.parametrize("recipe", ["upernet_swat_swin_tiny", "upernet_deit_small"])
+def test_segmentation_recipes_submit_as_eight_gpu_dry_runs(recipe, tmp_path, capsys):
+    path = ROOT / "configs" / "recipes" / "seg" / f"{recipe}.yaml"
+    args = ["submit", "-c", str(path), "--cluster", "generic-8gpu", "--dry-run", f"output_dir={tmp_path / 'run'}"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "ranks: 8" in text and "#SBATCH --ntasks-per-node=8" in text and "#SBATCH --gpus-per-node=8" in text
+    assert not (tmp_path / "run").exists()  # nothing written

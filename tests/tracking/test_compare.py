@@ -76,3 +76,30 @@ def test_tracking_server_command_is_loopback_with_proxied_artifacts(tmp_path):
     flags = dict(zip(cmd[2::2], cmd[3::2]))
     assert flags["--host"] == "127.0.0.1" and flags["--port"] == "5123" and flags["--workers"] == "1"
     assert "--serve-artifacts" in cmd and (tmp_path / "db").is_dir()  # the sqlite file's folder is made
+
+
+def test_compare_shows_miou_for_segmentation_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = {"swat_deit_micro_patch4_32": [20.0, 41.5, 39.0], "deit_micro_patch4_32": [18.0, 35.25]}
+    for model, miou in runs.items():
+        store = MlflowStore(uri, "seg", None, model)
+        store.open()
+        variant = "swat" if model.startswith("swat_") else "baseline"
+        store.send([Item("tags", {"swat.model": model, "swat.variant": variant})])
+        store.send([Item("params", {"model_params_m": "0.4", "model_gflops": "0.2"})])
+        points = [("train/loss", 1.0 / s, s, 1000 + s) for s in range(1, 11)]
+        points += [("val/mIoU", v, 5 * (i + 1), 2000 + i) for i, v in enumerate(miou)]
+        points += [("val_ema/mIoU", v + 1, 5 * (i + 1), 2000 + i) for i, v in enumerate(miou)]
+        store.send([Item("metrics", points, points=len(points))])
+        store.send([Item("end", "FINISHED")])
+    _log(uri, "swat_mixer_micro", 0.5, 0.08, [50.0])  # a classification run beside them (another experiment)
+    out = tmp_path / "cmp"
+    assert main(["compare", "--uri", uri, "--experiment", "seg", "--out", str(out)]) == 0
+    rows = {r["model"]: r for r in csv.DictReader((out / "compare.csv").open())}
+    assert set(rows) == set(runs)
+    for model, miou in runs.items():
+        assert rows[model]["task"] == "segment" and float(rows[model]["best_mIoU"]) == max(miou)
+        assert float(rows[model]["ema_mIoU"]) == max(miou) + 1 and rows[model]["best_top1"] == ""
+    assert "best_mIoU" in (out / "compare.md").read_text().splitlines()[0]
+    for png in ("train_loss.png", "val_mIoU.png", "miou_vs_gflops.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,119 @@
+"""Random access to (image, mask) pairs for the planned loaders (:mod:`.loader`): WebDataset shards
+written by ``data convert --task segment`` (``<key>.jpg`` + ``<key>.png``), or an ADEChallengeData2016
+folder read as it is (``images/{training,validation}/*.jpg`` + ``annotations/.../*.png``: the reference).
+
+``load(i, train)`` decodes the pair (the image upright: EXIF orientation applied, as the converter does)
+and hands the uint8 image (3, H, W) and raw uint8 mask (H, W) to the pipeline (:mod:`.seg_pipeline`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+Pipeline = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+ADE_SPLITS = {"train": "training", "val": "validation"}
+
+
+def decode_pair(image_bytes: bytes, mask_bytes: bytes, what: str) -> tuple[Tensor, Tensor]:
+    with Image.open(io.BytesIO(image_bytes)) as im:
+        rgb = ImageOps.exif_transpose(im).convert("RGB")
+    with Image.open(io.BytesIO(mask_bytes)) as m:
+        if m.mode not in ("L", "P"):
+            raise ValueError(f"{what}: mask mode {m.mode}, expected single-channel 8-bit (L or P)")
+        labels = np.asarray(m)  # P: the palette indices are the labels
+    if labels.shape != (rgb.height, rgb.width):
+        raise ValueError(f"{what}: mask {labels.shape[1]}x{labels.shape[0]} but image {rgb.width}x{rgb.height}")
+    image = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+    return image, torch.from_numpy(labels.copy())
+
+
+class SegFolderSource:
+    """An ADEChallengeData2016-layout folder: pairs by stem, sorted; an unpaired file is a one-line error."""
+
+    def __init__(self, root: str | Path, split: str, train_tf: Pipeline, eval_tf: Pipeline) -> None:
+        sub = ADE_SPLITS.get(split, split)
+        images = {p.stem: p for p in sorted((Path(root) / "images" / sub).glob("*.jpg"))}
+        masks = {p.stem: p for p in sorted((Path(root) / "annotations" / sub).glob("*.png"))}
+        if not images:
+            raise ValueError(f"{root}: no images/{sub}/*.jpg (expected the ADEChallengeData2016 layout)")
+        lonely = sorted(set(images) ^ set(masks))
+        if lonely:
+            raise ValueError(f"{root}/{sub}: {lonely[0]} has an image or a mask but not both ({len(lonely)} such)")
+        self.pairs = [(images[k], masks[k]) for k in sorted(images)]
+        self.train_tf, self.eval_tf = train_tf, eval_tf
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int, train: bool) -> tuple[Tensor, Tensor]:
+        image, mask = self.pairs[index]
+        pair = decode_pair(image.read_bytes(), mask.read_bytes(), str(image))
+        return (self.train_tf if train else self.eval_tf)(*pair)
+
+
+def scan_seg_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(jpg offsets, jpg sizes, png offsets, png sizes) in stored order, from the tar headers only."""
+    found: dict[str, list[tuple[str, int, int]]] = {"jpg": [], "png": []}
+    with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
+        for member in tar.getmembers():
+            key, _, ext = member.name.rpartition("/")[2].partition(".")
+            if ext in found:
+                found[ext].append((key, member.offset_data, member.size))
+    jpg, png = found["jpg"], found["png"]
+    if [k for k, _, _ in jpg] != [k for k, _, _ in png]:
+        raise ValueError(f"{path}: .jpg and .png members do not pair up - not a swat_dist segmentation shard")
+    col = lambda rows, i: np.asarray([r[i] for r in rows], np.int64)  # noqa: E731
+    return col(jpg, 1), col(jpg, 2), col(png, 1), col(png, 2)
+
+
+class SegWdsSource:
+    """The pairs of a split's segmentation shards, read by byte offset (as :class:`.wds.WdsSource`)."""
+
+    def __init__(self, root: str | Path, split: str, train_tf: Pipeline, eval_tf: Pipeline) -> None:
+        from .index import read_index
+
+        index = read_index(root)
+        if index.format != "wds" or getattr(index, "task", "classify") != "segment":
+            raise ValueError(f"{root}: not a segmentation wds dataset (convert it with --task segment --format wds)")
+        if split not in index.splits:
+            raise ValueError(f"{root}: no {split} split in index.json")
+        info = index.splits[split]
+        self.classes = list(index.classes)
+        self.reduce_zero_label = bool(getattr(index, "reduce_zero_label", True))
+        self.paths = [str(Path(root) / f.path) for f in info.files]
+        self.shard_sizes = [f.samples for f in info.files]
+        scans = [scan_seg_shard(p) for p in self.paths]
+        for path, scan, want in zip(self.paths, scans, self.shard_sizes):
+            if len(scan[0]) != want:
+                raise ValueError(f"{path}: {len(scan[0])} pairs, index.json says {want} (run swat-dist data verify)")
+        self.shard_of = np.repeat(np.arange(len(self.paths)), self.shard_sizes)
+        self.jpg_at, self.jpg_len, self.png_at, self.png_len = (np.concatenate([s[i] for s in scans]) for i in range(4))
+        self.train_tf, self.eval_tf = train_tf, eval_tf
+        self._pid, self._fds = -1, dict[int, int]()
+
+    def __len__(self) -> int:
+        return len(self.jpg_at)
+
+    def _fd(self, shard: int) -> int:
+        if self._pid != os.getpid():  # a forked loader worker opens its own descriptors
+            self._pid, self._fds = os.getpid(), {}
+        if shard not in self._fds:
+            self._fds[shard] = os.open(self.paths[shard], os.O_RDONLY)
+        return self._fds[shard]
+
+    def load(self, index: int, train: bool) -> tuple[Tensor, Tensor]:
+        shard = int(self.shard_of[index])
+        fd = self._fd(shard)
+        image = os.pread(fd, int(self.jpg_len[index]), int(self.jpg_at[index]))
+        mask = os.pread(fd, int(self.png_len[index]), int(self.png_at[index]))
+        pair = decode_pair(image, mask, f"{self.paths[shard]} sample {index}")
+        return (self.train_tf if train else self.eval_tf)(*pair)
