@@ -1,0 +1,93 @@
+"""CUDA-only checks (``-m gpu``; skipped without a GPU, run by launch/gpu_check.sh on a lent GPU machine):
+one ZeRO-1 bf16 training run through DeepSpeed on NCCL, the EMA under bf16, our collectives on NCCL, the
+segmentation model in bf16, and the FFCV loader feeding the GPU (where ffcv is installed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import socket
+
+import pytest
+import torch
+import torch.distributed as tdist
+
+from swat_dist import collectives
+from swat_dist.train.ema import EMA
+
+from ..train.test_train_runs import losses, overrides, spawn
+
+pytestmark = pytest.mark.gpu
+
+
+def test_zero1_bf16_training_through_deepspeed_on_nccl(tmp_path):
+    out = tmp_path / "run"
+    args = overrides(out, "engine.zero_stage=1", "engine.precision=bf16", "max_steps=6", "eval.every_epochs=1")
+    summary = spawn(1, args, tmp_path)  # one rank: the process group is NCCL because the device is CUDA
+    loss = losses(out)
+    assert sorted(loss) == list(range(1, 7)) and all(math.isfinite(v) for v in loss.values())
+    assert summary["steps"] == 6 and summary["final"]["val/samples"] == summary["val_set_size"]
+    assert summary["final"]["val/loss"] != summary["final"]["val_ema/loss"]  # the bf16 EMA moved away
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["memory/peak_gb"] > 0 for r in rows if "memory/peak_gb" in r)
+
+
+def test_ema_of_bf16_weights_is_an_fp32_lerp():
+    p = torch.randn(1000, device="cuda", dtype=torch.bfloat16)
+    ema = EMA([p], decay=0.9)
+    want = p.float().clone()
+    for _ in range(3):
+        p.add_(torch.randn_like(p))
+        ema.update()
+        want.lerp_(p.float(), 0.1)
+    assert ema.shadow[0].dtype == torch.float32 and ema.shadow[0].is_cuda
+    torch.testing.assert_close(ema.shadow[0], want, rtol=0, atol=1e-6)
+
+
+def test_collectives_on_nccl_take_cuda_tensors_and_refuse_cpu_ones():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tdist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        collectives.set_device(torch.device("cuda", 0))
+        assert collectives.sum_(torch.ones(3, device="cuda")).tolist() == [1.0, 1.0, 1.0]
+        with pytest.raises(RuntimeError, match="process group runs on cuda"):
+            collectives.max_(torch.ones(3))
+        assert collectives.broadcast_object({"run": 1}) == {"run": 1}
+    finally:
+        collectives.set_device(torch.device("cpu"))
+        tdist.destroy_process_group()
+
+
+def test_segmentation_model_trains_in_bf16():
+    from swat_dist.models.seg import SegmentationModel
+    from swat_dist.tasks.segment import SegmentationTask
+
+    model = SegmentationModel("swat_swin_micro_patch4_window4_32", 11, img_size=64, channels=32, aux_channels=16)
+    model = model.cuda().to(torch.bfloat16)
+    task = SegmentationTask(11)
+    x, y = task.batch(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8), torch.randint(0, 11, (2, 64, 64)),
+                      torch.device("cuda"), train=True)  # fmt: skip
+    loss = task.loss(model(x.to(torch.bfloat16)), y)
+    loss.backward()
+    assert math.isfinite(loss.item()) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ffcv") is None, reason="ffcv is not installed here (C extension)")
+def test_ffcv_batches_reach_the_gpu_pinned_and_normalised(tmp_path):
+    from swat_dist.data.convert import ConvertOptions, convert
+    from swat_dist.data.ffcv_loader import BetonSplit, FfcvTrainLoader
+    from swat_dist.data.transforms import DeviceAugment
+    from swat_dist.tasks.classify import ClassificationTask
+
+    from ..data.helpers import write_id_folder
+
+    write_id_folder(tmp_path / "src", classes=3, per_class={"train": 8, "val": 2})
+    assert convert(tmp_path / "src", tmp_path / "ffcv", ConvertOptions(fmt="ffcv", workers=1, max_resolution=64)) == 0
+    loader = FfcvTrainLoader(BetonSplit(tmp_path / "ffcv", "train"), world_size=1, rank=0, batch_size=4, size=32)
+    task = ClassificationTask(DeviceAugment(3))
+    images, labels = next(iter(loader))
+    x, y = task.batch(images, labels, torch.device("cuda"), train=True)
+    assert x.is_cuda and y.is_cuda and x.dtype == torch.float32 and x.shape == (4, 3, 32, 32)
