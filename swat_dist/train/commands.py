@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 
@@ -19,18 +20,27 @@ def _config(args: argparse.Namespace, extra: list[str] | None = None) -> object:
 
 def _train(args: argparse.Namespace) -> int:
     from ..dist import read_env
+    from . import preempt
     from .run import run
     from .trainer import NonFiniteLoss
 
     cfg = _config(args)
     env = read_env()
+    preempt.install_interrupts()  # Ctrl-C / kill: one checkpoint at the next step, then exit 130 / 143
     try:
         summary = run(cfg, env)  # type: ignore[arg-type]
     except NonFiniteLoss as err:
         print(f"swat-dist train: stopped: {err}", file=sys.stderr)
         return 3
+    if summary.get("stopped"):
+        signum = preempt.received() or int(signal.SIGTERM)
+        if env.is_main:
+            print(f"swat-dist train: stopped by {signal.Signals(signum).name} at step {summary['steps']}; checkpoint "
+                  f"{summary['checkpoint']}: the same command resumes from it", file=sys.stderr)  # fmt: skip
+        return 128 + signum
     if env.is_main:
         print(json.dumps(summary, indent=2))
+        print(f"[swat-dist] run folder: {summary['run_dir']}; last checkpoint: {summary['checkpoint']}")
     return 0
 
 

@@ -14,6 +14,7 @@ Cost: nothing per step beyond one more float in an all-reduce that happens anywa
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from types import FrameType
@@ -22,6 +23,7 @@ from typing import Any
 Handler = Callable[[int, FrameType | None], Any] | int | None
 
 _asked: dict[str, int | None] = {"signal": None}
+_interrupts = {"count": 0}  # SIGINTs seen: the second one exits at once
 _previous: dict[int, Handler] = {}
 
 
@@ -50,6 +52,25 @@ def install(sig: str | int = "USR2") -> int:
     return signum
 
 
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    # Ctrl-C or kill: a stop request like a preemption's; the first stop signal is the one reported.
+    # A second Ctrl-C is "now": os._exit skips the save and every cleanup, by design (no traceback either).
+    if signum == signal.SIGINT:
+        _interrupts["count"] += 1
+        if _interrupts["count"] >= 2:
+            os._exit(128 + signal.SIGINT)
+    if _asked["signal"] is None:
+        _asked["signal"] = signum
+
+
+def install_interrupts() -> None:
+    """SIGINT and SIGTERM stop ``swat-dist train`` like a preemption: the flag, one collective save at the
+    next optimizer step, a clean exit (130 / 143). Under torchrun a Ctrl-C reaches every rank as SIGINT and
+    torchrun then sends SIGTERM (30 s before SIGKILL): one stop, not two. A second SIGINT exits at once."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_interrupt)
+
+
 def requested() -> bool:
     """True once a stop signal arrived in this process (the trainer agrees on it across ranks)."""
     return _asked["signal"] is not None
@@ -73,3 +94,4 @@ def request(signum: int = int(signal.SIGUSR2)) -> None:
 def reset() -> None:
     """Forget a stop request (a new run in the same process)."""
     _asked["signal"] = None
+    _interrupts["count"] = 0

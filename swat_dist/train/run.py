@@ -14,6 +14,7 @@ from ..dist import DistEnv
 from ..tasks import build_task
 from ..tracking.choose import make_tracker
 from .checkpoint import CheckpointManager, resume_point
+from .checkpoint_paths import tag_for
 from .ema import EMA
 from .engine import Engine, destroy, device_for, init_distributed
 from .metrics import MetricsWriter, NullMetrics, peak_flops, train_flops_per_image
@@ -87,7 +88,8 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
     start, first_step = time.perf_counter(), state.step
     trainer.fit()
     if trainer.stopped:  # a stop signal (preemption): checkpoint written; the resumed run evaluates and sums up
-        return {"stopped": True, "steps": state.step, "world_size": env.world_size}
+        where = str(ckpt.dir / tag_for(state.step))
+        return {"stopped": True, "steps": state.step, "world_size": env.world_size, "checkpoint": where}
     train_wall = time.perf_counter() - start
     if cfg.eval.at_end and state.val_step != state.step:
         trainer.validate()
@@ -105,6 +107,8 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
         "wall_time_s": time.perf_counter() - start,
         "world_size": env.world_size,
         "config_hash": chash,
+        "run_dir": str(run_dir),
+        "checkpoint": str(ckpt.dir / tag_for(state.step)),
     }
     metrics.summary(summary)
     tracker.close()
