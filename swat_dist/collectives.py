@@ -57,6 +57,13 @@ def max_(t: Tensor) -> Tensor:
     return t
 
 
+def broadcast_(t: Tensor, src: int = 0) -> Tensor:
+    """``src``'s values of ``t`` on every rank, in place; returns ``t``."""
+    if tdist.is_initialized():
+        tdist.broadcast(_checked(t, "broadcast_"), src=src)
+    return t
+
+
 def broadcast_object(obj: T, src: int = 0) -> T:
     """``src``'s picklable ``obj`` on every rank (torch moves the bytes over the backend's device itself)."""
     if not tdist.is_initialized():

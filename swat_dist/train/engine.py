@@ -124,6 +124,17 @@ class Engine:
         norm = self.ds.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
 
+    def sync_buffers(self) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank, as DDP's broadcast_buffers does.
+
+        Without SyncBatchNorm (always on CPU: torch has no CPU kernel) each rank's running statistics drift
+        apart, and an evaluation would score a different model on each rank's share of the val set; rank
+        0's are also the ones checkpoints and exports keep. One small broadcast per buffer, per evaluation.
+        """
+        for buf in self.module.buffers():
+            if buf.is_floating_point():
+                collectives.broadcast_(buf.data)
+
     def save(self, directory: str, tag: str) -> None:
         """Collective: every rank writes its model/optimizer shards; no ``latest`` file (ours is)."""
         self.ds.save_checkpoint(directory, tag=tag, save_latest=False)

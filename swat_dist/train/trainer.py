@@ -206,6 +206,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Evaluate the model (and its EMA), log ``val/*`` (``val_ema/*``), track the best of the task's keys."""
         start = time.perf_counter()
+        self.engine.sync_buffers()  # every rank evaluates rank 0's model, the one checkpoints keep
         self.engine.train(False)
         out = {f"val/{k}": v for k, v in self._eval().items()}
         if self.ema is not None and self.cfg.ema.eval:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from swat_dist.config import load_config
 from swat_dist.data.seg_digits import write_seg_digits
+from swat_dist.train.export import evaluate_checkpoint
 
 from .test_train_runs import losses, torchrun
 
@@ -62,6 +64,14 @@ def test_segmentation_sigkill_then_resume_gives_identical_losses_and_miou(seg_di
     assert sa["final"]["val/samples"] == sb["final"]["val/samples"] == 7
     for key in ("val/mIoU", "val/mAcc", "val/aAcc"):
         assert sa["final"][key] == pytest.approx(sb["final"][key], abs=1e-9), key
+    # `swat-dist eval` on the run: slide (the run's mode) reproduces its final evaluation exactly - every rank
+    # evaluated rank 0's BatchNorm statistics, the ones the checkpoint keeps; whole mode works too
+    cfg = load_config([str(ref / "config.yaml")], [])
+    again = evaluate_checkpoint(cfg, str(ref))
+    assert again is not None and again["samples"] == 7
+    assert again["mIoU"] == pytest.approx(sa["final"]["val/mIoU"], abs=1e-9)
+    whole = evaluate_checkpoint(load_config([str(ref / "config.yaml")], ["seg.eval_mode=whole"]), str(ref))
+    assert whole is not None and whole["samples"] == 7 and 0 < whole["aAcc"] <= 100
     assert sa["best"]["val/mIoU"] == max(
         r["val/mIoU"] for r in map(json.loads, (ref / "metrics.jsonl").read_text().splitlines()) if "val/mIoU" in r
     )
