@@ -239,20 +239,25 @@ def test_classification_weights_load_with_position_embeddings_resampled(tmp_path
 
 
 def test_input_size_constraints_surface_as_the_backbones_errors():
-    vit = SegmentationModel("swat_deit_micro_patch4_32", K, img_size=32, **SMALL).eval()
+    # DeiTs are built dynamic by default (whole-image evaluation at each image's size); asked strict, they refuse
+    vit = SegmentationModel("swat_deit_micro_patch4_32", K, img_size=32, dynamic_img_size=False, **SMALL).eval()
     with pytest.raises(ValueError, match="dynamic_img_size=True"):
         vit(torch.randn(1, 3, 48, 48))
+    default = SegmentationModel("swat_deit_micro_patch4_32", K, img_size=32, **SMALL).eval()
+    with torch.no_grad():
+        assert default(torch.randn(1, 3, 48, 64)).shape == (1, K, 12, 16)
     swin = SegmentationModel("swat_swin_micro_patch4_window4_32", K, img_size=64, **SMALL).eval()
     with pytest.raises(ValueError, match="multiple of 16"):
         swin(torch.randn(1, 3, 40, 64))
 
 
 def test_timm_swin_takes_other_sizes_only_when_built_dynamic():
-    # timm's Swin builds its attention masks for img_size (strict); ours derives them from each input
-    strict = SegmentationModel("swin_micro_patch4_window4_32", K, img_size=64, **SMALL).eval()
+    # timm's Swin builds its attention masks for img_size (strict); ours derives them from each input. The
+    # segmentation model builds timm's dynamic unless told otherwise.
+    strict = SegmentationModel("swin_micro_patch4_window4_32", K, img_size=64, dynamic_img_size=False, **SMALL).eval()
     with torch.no_grad(), pytest.raises(AssertionError, match="doesn't match model"):
         strict(torch.randn(1, 3, 64, 96))
-    dynamic = SegmentationModel("swin_micro_patch4_window4_32", K, img_size=64, dynamic_img_size=True, **SMALL).eval()
+    dynamic = SegmentationModel("swin_micro_patch4_window4_32", K, img_size=64, **SMALL).eval()
     ours = SegmentationModel("swat_swin_micro_patch4_window4_32", K, img_size=64, **SMALL).eval()
     with torch.no_grad():
         assert dynamic(torch.randn(1, 3, 64, 96)).shape == ours(torch.randn(1, 3, 64, 96)).shape == (1, K, 16, 24)
