@@ -9,7 +9,9 @@ fills any the previous attempt queued but never delivered.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -169,6 +171,22 @@ def history(uri: str, run_id: str, key: str) -> list[tuple[int, float, int]]:
     """(step, value, timestamp) of every point of ``key``, in step order."""
     points = MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
     return sorted((m.step, m.value, m.timestamp) for m in points)
+
+
+def summary(uri: str, run_id: str) -> dict[str, Any] | None:
+    """The run's ``summary.json`` artifact (uploaded when the run finishes), or None when it has none (yet).
+
+    Cost: one artifact listing and one small download.
+    """
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        if not any(f.path == "summary.json" for f in client.list_artifacts(run_id)):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            record = json.loads(Path(client.download_artifacts(run_id, "summary.json", tmp)).read_text())
+    except (MlflowException, OSError, ValueError):  # an artifact store out of reach: the table shows "-"
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def find_runs(uri: str, experiment: str, run_ids: list[str]) -> list[dict[str, Any]]:

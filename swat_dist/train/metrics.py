@@ -91,3 +91,23 @@ class MetricsWriter:
 
     def summary(self, record: dict[str, Any]) -> None:
         atomic_write(self.summary_path, json.dumps(record, indent=2) + "\n")
+
+
+def finished_summary(run_dir: Path, step: int, config_hash: str, world_size: int) -> dict[str, Any] | None:
+    """``run_dir/summary.json`` when it says the run already finished at ``step`` (the checkpoint being
+    resumed), or None: the run has work left.
+
+    A summary is written only after the last step, its evaluation and its save, so one that records this
+    step, this config's hash and this world size belongs to a run with nothing left to do (the same config
+    and world size give the same total steps). A run stopped after its last step but before its summary
+    has none, or an older one of another step, so it resumes, evaluates and writes its own. Another config
+    (a raised ``max_steps``, say) is not judged here: that run resumes as before.
+    """
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict):
+        return None
+    same = (summary.get("steps"), summary.get("config_hash"), summary.get("world_size"))
+    return summary if same == (step, config_hash, world_size) else None

@@ -8,16 +8,17 @@ from typing import Any
 
 from torch import nn
 
+from .. import collectives
 from ..config import Config, check_runtime, config_hash, derived, save_config
 from ..data.loader import seed_everything
 from ..dist import DistEnv
 from ..tasks import build_task
 from ..tracking.choose import make_tracker
 from .checkpoint import CheckpointManager, resume_point
-from .checkpoint_paths import tag_for
+from .checkpoint_paths import read_meta, tag_for
 from .ema import EMA
 from .engine import Engine, destroy, device_for, init_distributed
-from .metrics import MetricsWriter, NullMetrics, peak_flops, train_flops_per_image
+from .metrics import MetricsWriter, NullMetrics, finished_summary, peak_flops, train_flops_per_image
 from .optim import param_groups
 from .spec import spec_for
 from .trainer import Trainer, TrainState
@@ -39,6 +40,23 @@ def _forward_gmacs(model: nn.Module, img_size: int) -> float:
     return gmacs
 
 
+def _already_finished(run_dir: Path, resume_from: Path | None, chash: str, env: DistEnv) -> dict[str, Any] | None:
+    """The summary of a finished run whose command runs again (a requeue, a re-run sweep), else None.
+
+    Nothing is built, trained or written for it: a resumed loop with no steps left would rewrite
+    ``summary.json`` with its own empty throughput and wall time, and ``metrics.jsonl`` without the final
+    evaluation. Rank 0 reads the files and decides for every rank, so all return or none does.
+    """
+    if resume_from is None:
+        return None
+    step = int(read_meta(resume_from)["step"])
+    done = collectives.broadcast_object(finished_summary(run_dir, step, chash, env.world_size) if env.is_main else None)
+    if done is not None and env.is_main:
+        print(f"[swat-dist] run {run_dir} already finished at step {step}, nothing to do; its summary: "
+              f"{run_dir / 'summary.json'}", flush=True)  # fmt: skip
+    return done
+
+
 def run(cfg: Config, env: DistEnv) -> dict[str, Any]:
     """Train ``cfg`` as rank ``env.rank``; return the summary (also written to ``RUN/summary.json``)."""
     device = device_for(env)
@@ -55,6 +73,10 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
     run_dir = Path(d["output_dir"])
     # verified, and of this model, before anything is built or the run's config.yaml is replaced
     resume_from = resume_point(run_dir, cfg.checkpoint.resume, cfg.model.name, env)
+    chash = config_hash(cfg)
+    done = _already_finished(run_dir, resume_from, chash, env)
+    if done is not None:
+        return done
     if env.is_main:
         save_config(cfg, run_dir)
     seed_everything(cfg.seed)  # the same initial weights on every rank and in every run of this config
@@ -65,7 +87,7 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
     engine = Engine(model.to(device), param_groups(model, cfg.optim), cfg, env)
     ema = EMA(engine.local_params(), cfg.ema.decay, engine.release_gathered) if cfg.ema.enabled else None
     ckpt = CheckpointManager(run_dir, cfg.checkpoint, env, engine, ema)
-    state, chash = TrainState(), config_hash(cfg)
+    state = TrainState()
     if resume_from is not None:
         rank_state, _ = ckpt.load(resume_from, chash)
         state = TrainState(**rank_state["trainer"])
