@@ -276,6 +276,7 @@ class Config(Node):
     output_dir: str = "runs/{name}"  # template; {name} is the run's name
     seed: int = 42
     log_every: int = 10  # optimizer steps
+    progress_every: int = 50  # optimizer steps between plain progress lines when stderr is not a terminal (logs)
     max_steps: int | None = None  # stop early (tests, benchmarks)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)  # no default data: data.path is required
@@ -300,7 +301,7 @@ class Config(Node):
             raise ConfigError(f"output_dir: {self.output_dir!r} is not a valid template ({err})") from None
         self._need("output_dir", names <= {"name"}, "may only use the placeholder {name}")
         self._range("seed", lo=0)
-        self._range("log_every", "max_steps", lo=1)
+        self._range("log_every", "progress_every", "max_steps", lo=1)
         if self.task == "segment":
             self._segment_check()
         classes = self.data.synthetic_classes

@@ -6,7 +6,8 @@ catches a flipped bit inside JPEG data, which decoders often accept silently; th
 that decodes fully to RGB no larger than the index's ``max_resolution``; wds: each sample has exactly a
 ``.jpg`` and a ``.cls`` and keys are unique in the split. Then samples per file, per class and per split
 against the index. Prints a summary and returns 0, or prints every problem and returns 1; damage is a
-reported problem, never a traceback. Files are checked in parallel (``--workers``, 0 = all cores).
+reported problem, never a traceback. Files are checked in parallel (``--workers``, 0 = all cores);
+progress goes to stderr (:mod:`..progress`: a bar on a terminal, plain lines in a log), the result to stdout.
 
 Segmentation (``task: "segment"``): each sample has exactly a ``.jpg`` and a ``.png``; the mask decodes as
 a single-channel 8-bit PNG of the image's size with labels in range (:mod:`.masks`), and the images
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..progress import progress
 from . import masks
 from .convert import cores, ordered_map
 from .index import DatasetIndex, ShardInfo, read_index
@@ -234,8 +236,12 @@ def verify(dst: str | Path, workers: int = 0) -> int:
     index = read_index(root)
     sums = _read_sums(root)
     tasks = _tasks(root, index, sums)
-    with ordered_map(workers or cores()) as imap:
-        results = [(split, r) for (split, _), r in zip(tasks, imap(check_file, [t for _, t in tasks]))]
+    results: list[tuple[str, Checked]] = []
+    unit = "file" if index.format == "wds" else "chunk"  # a .beton is checked in chunks of BETON_CHUNK records
+    with ordered_map(workers or cores()) as imap, progress(len(tasks), f"verify {root.name}", unit=unit) as bar:
+        for (split, _), r in zip(tasks, imap(check_file, [t for _, t in tasks])):
+            results.append((split, r))
+            bar.update(1)
     problems: list[str] = []
     _compare(index, results, problems)
     total = sum(s.samples for s in index.splits.values())

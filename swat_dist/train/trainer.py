@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from .. import collectives
 from ..config import Config, Derived
 from ..data.build import Loaders
 from ..data.loader import seed_everything
 from ..dist import DistEnv
+from ..progress import progress
 from ..tasks import Task
 from . import preempt
 from .checkpoint import CheckpointManager
@@ -81,7 +81,10 @@ class Trainer:
             raise ValueError("an epoch holds less than one optimizer step: more data or a smaller batch is needed")
         total = self.d["total_epochs"] * self.steps_per_epoch
         self.total_steps = min(total, self.cfg.max_steps or total)
-        self.bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not self.env.is_main, unit="step")
+        # A bar on a terminal; in a log file a plain line every progress_every steps (swat_dist.progress).
+        self.bar = progress(self.total_steps, "train", unit="step", show=self.env.is_main, initial=self.state.step,
+                            every=self.cfg.progress_every, interval_s=None, rate_scale=self.d["global_batch"],
+                            rate_unit="img")  # fmt: skip
         self._ready: float = time.perf_counter()  # when the previous micro-batch finished
         self._reset_window()
         self._time_due = False
@@ -166,9 +169,9 @@ class Trainer:
         step = self.state.step
         if self.ema is not None:
             self.ema.update()
-        self.bar.update(1)
         if step % self.cfg.log_every == 0 or step == self.total_steps:
             self._log()
+        self.bar.update(1)  # after the log: a plain line shows this step's loss when the cadences meet
         every = self.cfg.checkpoint.every_steps
         if (every and step % every == 0) or self._time_due:
             self.save()
@@ -208,10 +211,10 @@ class Trainer:
         start = time.perf_counter()
         self.engine.sync_buffers()  # every rank evaluates rank 0's model, the one checkpoints keep
         self.engine.train(False)
-        out = {f"val/{k}": v for k, v in self._eval().items()}
+        out = {f"val/{k}": v for k, v in self._eval("val").items()}
         if self.ema is not None and self.cfg.ema.eval:
             with self.ema.swapped():
-                out |= {f"val_ema/{k}": v for k, v in self._eval().items()}
+                out |= {f"val_ema/{k}": v for k, v in self._eval("val_ema").items()}
         self.engine.train(True)
         for key in (f"{prefix}/{k}" for prefix in ("val", "val_ema") for k in self.task.best_keys):
             if key in out:
@@ -222,8 +225,9 @@ class Trainer:
         self._ready = time.perf_counter()
         return out
 
-    def _eval(self) -> dict[str, float]:
-        return evaluate(self.engine.forward, self.loaders.val, self.task, self.engine.device)
+    def _eval(self, desc: str) -> dict[str, float]:
+        val, device = self.loaders.val, self.engine.device
+        return evaluate(self.engine.forward, val, self.task, device, show=self.env.is_main, desc=desc)
 
     def save(self) -> None:
         start = time.perf_counter()
