@@ -1,4 +1,6 @@
-"""``swat-dist bench ...``: benchmarks that print numbers and append them to docs/benchmarks.md."""
+"""``swat-dist bench ...``: benchmarks that print numbers; ``--record`` appends them to the clone's
+docs/benchmarks.md, ``--out FILE`` to another file. Where the table goes is checked before the benchmark
+runs, so a missing folder does not cost the measurement."""
 
 from __future__ import annotations
 
@@ -6,21 +8,45 @@ import argparse
 import tempfile
 from pathlib import Path
 
+RECORD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"  # in a clone; absent when installed
+
+
+def _destination(args: argparse.Namespace) -> Path | None:
+    """The file the table is appended to (``--out``, else ``--record``'s), or None: checked up front."""
+    if args.out and args.record:
+        raise ValueError("--out and --record: give one (--record means --out docs/benchmarks.md of this clone)")
+    if not args.out and not args.record:
+        return None
+    out = Path(args.out) if args.out else RECORD
+    if args.record and not out.is_file():
+        raise ValueError(f"--record: no {out} (not a clone of swat_dist?); use --out FILE")
+    if out.is_dir():
+        raise ValueError(f"--out: {out} is a folder; name the markdown file to append to")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out: no folder {out.parent} to write {out.name} in")
+    return out
+
+
+def _append(out: Path | None, text: str) -> None:
+    if out is None:
+        return
+    with open(out, "a") as f:
+        f.write("\n" + text)
+    print(f"appended to {out}")
+
 
 def _loader(args: argparse.Namespace) -> int:
     from .data.bench import render, run
 
     if args.workers < 0 or args.images < args.batch * 2 or args.rounds < 1 or args.epochs < 1:
         raise ValueError(f"need --workers >= 0, --rounds/--epochs >= 1 and --images >= 2 x --batch ({2 * args.batch})")
+    out = _destination(args)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root) if args.root else Path(tmp)
         rows = run(root, args.images, args.workers, args.batch, rounds=args.rounds, timed_epochs=args.epochs)
         text = render(rows, args.images, args.workers, args.batch, args.rounds)
     print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + text)
-        print(f"appended to {args.out}")
+    _append(out, text)
     return 0
 
 
@@ -30,20 +56,18 @@ def _model(args: argparse.Namespace) -> int:
     from .data.bench import machine
     from .train.bench import bench_pair, render
 
+    out = _destination(args)
     rows = bench_pair(args.name, args.batch, steps=args.steps, rounds=args.rounds, device=args.device)
     dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     label = torch.cuda.get_device_name() if dev.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
     text = render(rows, args.batch, label, machine())
     print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + text)
-        print(f"appended to {args.out}")
+    _append(out, text)
     return 0
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="benchmarks (recorded in docs/benchmarks.md)")
+    bench = sub.add_parser("bench", help="benchmarks (printed; --record appends them to docs/benchmarks.md)")
     cmds = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH_COMMAND")
     loader = cmds.add_parser("loader", help="images/s per loader backend beside a JPEG decode ceiling")
     loader.add_argument("--images", type=int, default=2000, help="synthetic 256 px train images")
@@ -52,7 +76,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     loader.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians and paired ratios")
     loader.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement (after a warm-up)")
     loader.add_argument("--root", default=None, help="keep the data here (reused next time) instead of a temp dir")
-    loader.add_argument("--out", default="docs/benchmarks.md", help="append the table here ('' to skip)")
+    _add_output(loader)
     loader.set_defaults(func=_loader)
 
     model = cmds.add_parser("model", help="training images/s and MFU of a SWAT model beside its baseline")
@@ -61,8 +85,13 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     model.add_argument("--steps", type=int, default=10, help="timed steps per round")
     model.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best counts")
     model.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    model.add_argument("--out", default="docs/benchmarks.md", help="append the table here ('' to skip)")
+    _add_output(model)
     model.set_defaults(func=_model)
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--record", action="store_true", help="append the table to this clone's docs/benchmarks.md")
+    p.add_argument("--out", default=None, metavar="FILE", help="append the table to FILE (default: print only)")
 
 
 def os_cpus() -> int:

@@ -18,10 +18,12 @@ run folder) come from one place, :func:`derived`; the DeepSpeed config is genera
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -63,6 +65,7 @@ __all__ = [
     "TrackingConfig",
     "TrainInterpolation",
     "apply_overrides",
+    "check_model_name",
     "check_runtime",
     "config_hash",
     "derived",
@@ -81,12 +84,12 @@ def _read_file(path: Path, notes: list[str], stack: tuple[Path, ...] = ()) -> di
 
     if path in stack:
         raise ConfigError(f"{path}: 'base' chain loops back to itself ({' -> '.join(map(str, stack))})")
+    where = stack[-1] if stack else "config"
+    if path.is_dir():
+        raise ConfigError(f"{where}: {str(path)!r} is a folder, not a config file (a .yaml file is expected)")
     if not path.is_file():
-        raise ConfigError(f"{stack[-1] if stack else 'config'}: no such config file {str(path)!r}")
-    try:
-        raw = parse_yaml(path.read_text()) or {}
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{where}: no such config file {str(path)!r}")
+    raw = read_yaml_file(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
     bases = raw.pop("base", None) or []
@@ -100,6 +103,25 @@ def _read_file(path: Path, notes: list[str], stack: tuple[Path, ...] = ()) -> di
     for base in [bases] if isinstance(bases, str) else bases:
         inherited = merge(inherited, _read_file((path.parent / base).resolve(), notes, (*stack, path)))
     return merge(inherited, layer)
+
+
+def read_yaml_file(path: Path) -> Any:
+    """A YAML file's values; a binary file, an unreadable one or bad YAML is a ConfigError naming ``path``."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror or err})") from None
+    bad = data.find(b"\0")  # no YAML text holds a NUL byte; an image, a checkpoint or an archive does
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as err:
+        bad = err.start if bad < 0 else min(bad, err.start)
+    if bad >= 0:
+        raise ConfigError(f"{path}: not a YAML text file (binary data at byte {bad})")
+    try:
+        return parse_yaml(text)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -144,7 +166,29 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"expected a mapping of settings, got {raw!r}")
     check_keys(raw, Config, root=Config)
-    return Config(**raw)
+    cfg = Config(**raw)
+    check_model_name(cfg.model.name)
+    return cfg
+
+
+@cache
+def zoo_names() -> frozenset[str]:
+    """Every model name of ours: each SWAT model and its baseline in :data:`swat_dist.models.zoo.ZOO` (a plain
+    table: importing it costs no torch or timm)."""
+    from .models.zoo import ZOO
+
+    return frozenset(n for e in ZOO for n in (e.name, e.baseline))
+
+
+def check_model_name(name: str) -> None:
+    """``model.name`` checked against the zoo when it is, or looks like, one of ours (``swat_*``, ``*micro*``:
+    timm has no micro models); any other name is timm's to know, checked where the model is built."""
+    ours = zoo_names()
+    if name in ours or not (name.startswith("swat_") or "micro" in name):
+        return
+    close = difflib.get_close_matches(name, sorted(ours), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "see `swat-dist models`"
+    raise ConfigError(f"model.name: unknown model {name!r}; {hint}")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

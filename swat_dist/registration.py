@@ -17,12 +17,13 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
 
-MODELS = "swat_dist.models"
-
 
 def register_models() -> None:
-    """Import :mod:`swat_dist.models` (importing it registers every swat_* model and our baselines)."""
-    importlib.import_module(MODELS)
+    """Import the model families (importing each registers its swat_* models and our baselines)."""
+    from .models import FAMILIES  # the zoo table only: no torch
+
+    for family in FAMILIES:
+        importlib.import_module(f"swat_dist.models.{family}")
 
 
 class _AfterTimm:

@@ -18,7 +18,7 @@ LOGIN_NODE = {
     "swat_dist", "swat_dist.__main__", "swat_dist.cli", "swat_dist.config", "swat_dist.config_cli",
     "swat_dist.launch.commands", "swat_dist.launch.profile", "swat_dist.launch.jobs", "swat_dist.launch.submit",
     "swat_dist.tracking.commands", "swat_dist.tracking.server", "swat_dist.train.ds_config",
-    "swat_dist.train.checkpoint_paths",
+    "swat_dist.train.checkpoint_paths", "swat_dist.models", "swat_dist.models.zoo", "swat_dist.progress",
 }  # fmt: skip
 
 

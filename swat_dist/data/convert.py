@@ -13,6 +13,10 @@ The pipeline, per split (train, then val), streaming so ImageNet never sits in m
    dataset, or complete. A rerun after a crash simply starts again (files are small; a resume would need
    per-shard bookkeeping for no real gain on a job that takes minutes per 100k images).
 
+``--overwrite`` replaces a previous conversion in DST, whole; it refuses (naming one) while DST holds
+anything that conversion did not write - its index's shards or .beton files, the names in its
+``SHA256SUMS``, ``index.json`` and the reports - so a file a person put there is never deleted unseen.
+
 ``--strict`` turns any skipped file into exit 1 and a class without usable images is always exit 1;
 either way nothing is published and the report is kept beside DST as ``DST-rejected-report.json``.
 
@@ -247,11 +251,32 @@ def _check_destination(src: Path, dst: Path, opts: ConvertOptions) -> bool:
     if not (dst / INDEX_NAME).is_file():
         raise ValueError(f"{dst}: holds files but no {INDEX_NAME}; not ours to replace - remove it or pick another DST")
     if opts.overwrite:
+        _check_only_ours(dst)
         return False
     old = read_index(dst)
     if old.format == opts.fmt and old.options == opts.recorded() and old.source == str(src):
         return True
     raise ValueError(f"{dst}: holds a complete {old.format} dataset made with other settings; --overwrite replaces it")
+
+
+OWN_FILES = (INDEX_NAME, "SHA256SUMS", "report.json", "report.txt")  # beside the shards/.beton files
+
+
+def _check_only_ours(dst: Path) -> None:
+    """``--overwrite`` replaces DST whole: refuse when DST holds anything the previous conversion did not write
+    (its index's data files, the names in its SHA256SUMS, the index and reports), naming one such entry."""
+    ours = set(OWN_FILES)
+    ours |= {f.path for split in read_index(dst).splits.values() for f in split.files}
+    sums = dst / "SHA256SUMS"
+    if sums.is_file():
+        ours |= {line.split(maxsplit=1)[1] for line in sums.read_text().splitlines() if len(line.split()) == 2}
+    foreign = sorted(p.name for p in dst.iterdir() if p.name not in ours)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise ValueError(
+            f"{dst}: --overwrite replaces the whole folder, but {dst / foreign[0]}{more} was not written by the "
+            "conversion there; move it out of DST first"
+        )
 
 
 def _source_and_writer(src: str | Path, opts: ConvertOptions) -> tuple[Any, Callable[..., None]]:

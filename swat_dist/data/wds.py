@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import webdataset as wds
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .index import ShardInfo
 
@@ -149,14 +149,17 @@ def scan_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     few thousand 512-byte header reads plus one tiny read per ``.cls``.
     """
     offsets, sizes, labels = [], [], []
-    with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
-        for member in tar.getmembers():
-            ext = member.name.rpartition("/")[2].partition(".")[2]
-            if ext == "jpg":
-                offsets.append(member.offset_data)
-                sizes.append(member.size)
-            elif ext == "cls":
-                labels.append(int(os.pread(raw.fileno(), member.size, member.offset_data)))
+    try:
+        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
+            for member in tar.getmembers():
+                ext = member.name.rpartition("/")[2].partition(".")[2]
+                if ext == "jpg":
+                    offsets.append(member.offset_data)
+                    sizes.append(member.size)
+                elif ext == "cls":
+                    labels.append(int(os.pread(raw.fileno(), member.size, member.offset_data)))
+    except (tarfile.TarError, ValueError, EOFError) as err:  # zeroed or cut bytes; a .cls that is not digits
+        raise ValueError(f"{path}: not a readable WebDataset shard ({err}); run swat-dist data verify") from None
     if not (len(offsets) == len(sizes) == len(labels)):
         raise ValueError(f"{path}: {len(offsets)} .jpg but {len(labels)} .cls members - not a swat_dist shard")
     return np.asarray(offsets, np.int64), np.asarray(sizes, np.int64), np.asarray(labels, np.int64)
@@ -206,7 +209,15 @@ class WdsSource:
         return self._fds[shard]
 
     def load(self, index: int, train: bool) -> tuple[Any, int]:
-        data = os.pread(self._fd(int(self.shard_of[index])), int(self.sizes[index]), int(self.offsets[index]))
-        with Image.open(io.BytesIO(data)) as img:
-            rgb = img.convert("RGB")
+        shard, offset = int(self.shard_of[index]), int(self.offsets[index])
+        data = os.pread(self._fd(shard), int(self.sizes[index]), offset)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                rgb = img.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as err:  # zeroed or changed since the scan
+            why = "not an image" if isinstance(err, UnidentifiedImageError) else str(err)
+            raise ValueError(
+                f"{self.paths[shard]}: sample {index} (.jpg at byte {offset:,}) does not decode ({why}); "
+                "run swat-dist data verify"
+            ) from None
         return (self.train_tf if train else self.eval_tf)(rgb), int(self.labels[index])

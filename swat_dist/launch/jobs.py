@@ -43,6 +43,9 @@ def record(run_dir: Path, job_id: str, **info: Any) -> None:
 
 def records(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / RECORDS
+    if not run_dir.is_dir():
+        what = f"{run_dir} is a file, not a run folder" if run_dir.exists() else f"run folder {run_dir} does not exist"
+        raise FileNotFoundError(f"{what} (give the run's output_dir)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no jobs recorded (was this run submitted with swat-dist submit?)")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

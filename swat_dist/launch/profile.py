@@ -16,9 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from ..config import Config, check_runtime, derived
+from ..config import Config, check_runtime, derived, read_yaml_file
+from ..train.checkpoint_paths import check_model
 from ..train.checkpoint_paths import resolve as resolve_checkpoint
 
 Executor = Literal["auto", "slurm", "local"]
@@ -59,7 +58,7 @@ def load_profile(name: str, directory: Path | None = None) -> ClusterProfile:
     if not path.is_file():
         known = ", ".join(known_profiles(folder)) or "none"
         raise ValueError(f"--cluster: unknown cluster profile {name!r} (known in {folder}: {known})")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml_file(path) or {}  # a binary file or bad YAML: one line naming the file
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a cluster profile must be a mapping of settings")
     allowed = [f.name for f in fields(ClusterProfile) if f.name not in ("name", "source")]
@@ -154,7 +153,7 @@ def resolve(
     except ValueError as err:
         raise ValueError(f"{layout}: {err}") from None
     run_dir = Path(derived(cfg, world)["output_dir"]).absolute()
-    _check_resumable(run_dir, cfg.checkpoint.resume, world, layout)
+    _check_resumable(run_dir, cfg.checkpoint.resume, world, layout, cfg.model.name)
     overrides = [*overrides, f"output_dir={run_dir}"]  # the job's cwd may differ from ours; the run dir must not
     return Plan(
         profile=profile, executor=executor, nodes=n, gpus_per_node=g, tasks_per_node=tasks,
@@ -163,14 +162,16 @@ def resolve(
     )  # fmt: skip
 
 
-def _check_resumable(run_dir: Path, resume: str, world: int, layout: str) -> None:
-    """resume=auto in a run dir whose checkpoint has another world size would fail inside the job: say it now."""
+def _check_resumable(run_dir: Path, resume: str, world: int, layout: str, model: str) -> None:
+    """resume=auto in a run dir whose checkpoint has another world size or model would fail inside the job
+    (after a queue wait): say it now."""
     if resume != "auto":
         return
     latest = resolve_checkpoint(run_dir, "auto")
     meta_path = latest / "meta.json" if latest is not None else None
-    if meta_path is None or not meta_path.is_file():
+    if latest is None or meta_path is None or not meta_path.is_file():
         return
+    check_model(latest, model)
     written = json.loads(meta_path.read_text()).get("world_size")
     if written is not None and written != world:
         raise ValueError(

@@ -17,9 +17,12 @@ Preemption, step by step (USERS.md 7-8: why others get it wrong):
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -157,10 +160,36 @@ def make_executor(plan: Plan) -> submitit.AutoExecutor:
 
 
 def submit(plan: Plan) -> submitit.Job:
-    """Submit the plan's job; return submitit's handle (``.job_id``, ``.result()``, ``.paths``)."""
+    """Submit the plan's job; return submitit's handle (``.job_id``, ``.result()``, ``.paths``).
+
+    When sbatch refuses (``sbatch`` exists but Slurm is not configured: no slurm.conf, no reachable
+    controller), a one-line ValueError with sbatch's last line, and what submitit left in the run's
+    ``slurm/`` folder for the job that never was (its pickle, its batch script) is removed.
+    """
+    created = [d for d in (plan.run_dir, plan.folder) if not d.exists()]
+    before = set(plan.folder.iterdir()) if plan.folder.is_dir() else set()
     executor = make_executor(plan)
     job = TrainJob(plan.config_files, plan.overrides, plan.profile.signal, plan.profile.max_requeues)
-    return executor.submit(job)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):  # submitit prints sbatch's stderr, then raises it
+            return executor.submit(job)
+    except (submitit.core.utils.FailedJobError, FileNotFoundError) as err:  # sbatch failed, or is not there
+        if isinstance(err, FileNotFoundError) and err.filename != "sbatch":
+            raise  # a file of ours went missing after sbatch ran: the job may exist; keep what is there
+        for leftover in set(plan.folder.iterdir()) - before if plan.folder.is_dir() else set():
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+        for folder in reversed(created):  # the slurm/ folder, then the run folder, when we made them
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+        lines = [ln.strip() for ln in (str(err) or printed.getvalue()).splitlines() if ln.strip()]
+        raise ValueError(
+            f"{plan.executor} executor: sbatch did not submit the job ({lines[-1] if lines else type(err).__name__}); "
+            "is Slurm configured on this machine (slurm.conf, a reachable slurmctld)? Nothing was submitted"
+        ) from None
 
 
 def log_paths(job: submitit.Job) -> tuple[Path, Path]:

@@ -8,10 +8,12 @@ from typing import Any
 import timm
 from torch import nn
 
+from .zoo import ZOO
+
 
 def closest_models(name: str, n: int = 3) -> list[str]:
     """Registered model names closest to ``name`` (ours first, then all of timm's)."""
-    ours = timm.list_models("swat_*") + timm.list_models("*micro*")
+    ours = [n for e in ZOO for n in (e.name, e.baseline)]  # every SWAT model and the baseline it is compared with
     found = difflib.get_close_matches(name, ours, n=n, cutoff=0.5)
     return found or difflib.get_close_matches(name, timm.list_models(), n=n, cutoff=0.5)
 

@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 from .. import collectives
 from ..config import CheckpointConfig
 from ..dist import DistEnv
-from ..files import atomic_write
+from ..files import as_if_opened, atomic_write
 from .checkpoint_paths import TAG, check_model, read_meta, resolve, tag_for, write_manifest
 from .ema import EMA
 
@@ -78,8 +78,10 @@ class CheckpointManager:
                 ema_weights = self.engine.full_state_dict()
         if self.env.is_main:
             save_file(weights, str(path / "model.safetensors"))
+            as_if_opened(path / "model.safetensors")  # save_file writes a 0600 temporary file
             if ema_weights is not None:
                 save_file(ema_weights, str(path / "ema.safetensors"))
+                as_if_opened(path / "ema.safetensors")
             atomic_write(path / "meta.json", json.dumps(dict(meta, step=step, world_size=self.env.world_size)))
         collectives.barrier()  # every rank's files are complete before the manifest and the pointer
         if self.env.is_main:

@@ -96,10 +96,13 @@ def check_model(folder: Path, model: str) -> None:
     """Refuse to resume ``folder`` as ``model`` when its meta.json records another model (older ones record none)."""
     saved = read_meta(folder).get("model")
     if saved is not None and saved != model:
+        # the usual cause: a config that sets `name` (runs/{name}) run again with another model.name
+        run = folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
         raise ValueError(
-            f"checkpoint {folder} holds {saved} weights, but model.name is {model}: resume with "
-            f"model.name={saved}, or start a new run (another output_dir) from "
-            f"model.finetune={folder / 'model.safetensors'}"
+            f"checkpoint {folder} holds {saved} weights, but model.name is {model}: the run folder {run} is "
+            f"another model's run - give this one its own with name=<another name> or output_dir=<another folder> "
+            f"(output_dir runs/{{name}} is shared by every model run under one name); or resume with "
+            f"model.name={saved}; or start from its weights with model.finetune={folder / 'model.safetensors'}"
         )
 
 

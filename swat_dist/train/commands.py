@@ -62,7 +62,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export import export
 
-    out = export(args.run_dir, args.out, ema=args.ema)
+    out = export(args.run_dir, args.out, ema=args.ema, overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
 
@@ -84,4 +84,5 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("run_dir", help="a run folder, its checkpoints folder, or one checkpoint folder")
     ex.add_argument("out", help="the .safetensors file to write")
     ex.add_argument("--ema", action="store_true", help="the EMA weights")
+    ex.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (refused without)")
     ex.set_defaults(func=_export)

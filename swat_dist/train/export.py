@@ -11,13 +11,16 @@ under any ZeRO stage, so exporting needs no DeepSpeed and no GPU. Load an export
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import Config
+from ..files import as_if_opened
 from .checkpoint_paths import resolve, safetensors_problem
 
 
@@ -42,15 +45,36 @@ def weights_file(source: str | Path, ema: bool = False) -> Path:
     return file
 
 
-def export(source: str | Path, out: str | Path, ema: bool = False) -> Path:
-    """Write the fp32 state_dict of ``source`` (run, checkpoints folder, checkpoint, or file) to ``out``."""
+def export(source: str | Path, out: str | Path, ema: bool = False, overwrite: bool = True) -> Path:
+    """Write the fp32 state_dict of ``source`` (run, checkpoints folder, checkpoint, or file) to ``out``.
+
+    ``out`` is replaced whole or not at all (safetensors writes a temporary file and renames it) and is
+    readable like any file (0644 under the usual umask). ``overwrite=False`` (``swat-dist export``
+    without ``--overwrite``) refuses an existing ``out``; the run's own exports replace theirs.
+    """
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"{out}: the export is a .safetensors file (name it *.safetensors)")
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; name the .safetensors file to write")
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out}: exists already; --overwrite replaces it")
     state = {k: v.float().contiguous() for k, v in load_file(str(weights_file(source, ema))).items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out), metadata={"format": "pt"})
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(out), metadata={"format": "pt"})
+    except (OSError, SafetensorError) as err:
+        raise ValueError(f"{out}: cannot write it ({_why(err)})") from None
+    as_if_opened(out)  # save_file's temporary file is 0600
     return out
+
+
+def _why(err: OSError | SafetensorError) -> str:
+    """The OS's reason, without safetensors' wrapping (which names its temporary file, not ours)."""
+    if isinstance(err, OSError):
+        return f"{err.strerror}: {err.filename}" if err.strerror and err.filename else str(err)
+    found = re.search(r"I/O error: (.+?) \(os error \d+\)", str(err))
+    return found.group(1) if found else str(err)
 
 
 def evaluate_checkpoint(cfg: Config, checkpoint: str, ema: bool = False) -> dict[str, Any] | None:

@@ -20,12 +20,15 @@ from safetensors import safe_open
 from torch import nn
 
 from ..config import Config
+from ..models.factory import check_model_name
 from .export import weights_file
 
 
 def build_model(cfg: Config) -> Any:
     """The model ``cfg`` describes, with ``model.finetune``'s weights loaded when set."""
     m = cfg.model
+    if ":" not in m.name:  # hf-hub:/local-dir: names are not in the registry; timm resolves them
+        check_model_name(m.name)  # one line naming the closest models, not timm's RuntimeError traceback
     kwargs: dict[str, Any] = dict(num_classes=m.num_classes, drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate)
     if m.img_size:
         kwargs["img_size"] = m.img_size
