@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from tqdm import tqdm
 
 from ..files import atomic_write
+from ..progress import Progress, progress
 from . import report
 from .images import PIL_BOMB_PIXELS, Encoded, ImageOptions, check, encode
 from .index import INDEX_NAME, DatasetIndex, ShardInfo, SplitInfo, read_index, write_index
@@ -175,8 +175,9 @@ def _shuffled(files: list[T], seed: int, split: str) -> list[tuple[int, T]]:
     return [(int(n), files[n]) for n in rng.permutation(len(files))]
 
 
-def _bar(total: int, desc: str) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None, smoothing=0.05)
+def _bar(total: int, desc: str) -> Progress:
+    """A bar on a terminal; off one (a Slurm log), a plain line at the start, every minute and at the end."""
+    return progress(total, desc, unit="img", interval_s=60.0)
 
 
 def _write_wds(source: Source, out: Path, opts: ConvertOptions, imap: Mapper, written: _Written) -> None:

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
+from ..progress import progress
 from .staging import write_once
 
 QUALITY = 90
@@ -89,7 +89,7 @@ def _fill(root: Path, classes: int, counts: tuple[int, int], size: int, seed: in
             items += [(f"{split_name}/{name}/{len(items) + j:08d}.jpg", len(items) + j) for j in range(n)]
         tasks += [(root, seed, split, size, items[i : i + CHUNK]) for i in range(0, len(items), CHUNK)]
     nbytes = 0
-    with tqdm(total=sum(counts), unit="img", desc="synthetic", disable=None) as bar:
+    with progress(sum(counts), "synthetic", unit="img", interval_s=60.0) as bar:  # plain lines in a log
         for n, b in _run(tasks, workers):
             bar.update(n)
             nbytes += b
