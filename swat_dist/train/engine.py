@@ -39,6 +39,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_exported: dict[str, str | None] = {}  # variable -> its value before init_distributed (None: unset)
+
+
 def init_distributed(env: DistEnv, device: torch.device) -> None:
     """Join the process group described by ``env`` (a group of one for a single process)."""
     collectives.set_device(device)
@@ -46,11 +49,14 @@ def init_distributed(env: DistEnv, device: torch.device) -> None:
         return
     # A single process gets a free port: a fixed default would collide with other runs on the machine.
     port = env.master_port if env.launcher != "single" else _free_port()
-    # DeepSpeed reads these itself in places (e.g. LOCAL_RANK for the device): export what we decided.
+    # DeepSpeed reads these itself in places (e.g. LOCAL_RANK for the device): export what we decided, and
+    # put back what was there when the group is left (destroy): a run in a process that goes on (a notebook,
+    # a test) must not make its later subprocesses think they are rank 0 of a launch on this port.
     for key, value in dict(
         RANK=env.rank, LOCAL_RANK=env.local_rank, WORLD_SIZE=env.world_size, LOCAL_WORLD_SIZE=env.local_world_size,
         MASTER_ADDR=env.master_addr, MASTER_PORT=port,
     ).items():  # fmt: skip
+        _exported.setdefault(key, os.environ.get(key))
         os.environ[key] = str(value)
     deepspeed.init_distributed(
         dist_backend="nccl" if device.type == "cuda" else "gloo",
@@ -63,10 +69,17 @@ def init_distributed(env: DistEnv, device: torch.device) -> None:
 
 
 def destroy() -> None:
-    """Leave the process group (a 2-rank CPU run once aborted at exit without it, PLATFORM.md)."""
+    """Leave the process group (a 2-rank CPU run once aborted at exit without it, PLATFORM.md) and restore
+    the environment variables :func:`init_distributed` exported."""
     if tdist.is_initialized():
         collectives.barrier()
         tdist.destroy_process_group()
+    for key, before in _exported.items():
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+    _exported.clear()
 
 
 class Engine:

@@ -93,3 +93,28 @@ def test_finetune_run_starts_from_the_file(tmp_path):
     for key, value in source.items():
         if not key.startswith("head."):
             assert torch.equal(trained[key], value), key
+
+
+LEAVES_NOTHING = """
+import os, torch
+from swat_dist.dist import DistEnv
+from swat_dist.train.engine import destroy, init_distributed
+keys = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+os.environ["MASTER_ADDR"] = "kept"
+before = {k: os.environ.get(k) for k in keys}
+init_distributed(DistEnv(), torch.device("cpu"))
+during = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+destroy()
+print(during, {k: os.environ.get(k) for k in keys} == before)
+"""
+
+
+def test_leaving_the_process_group_restores_the_launch_variables():
+    # a run in a process that goes on (a notebook, this test suite) must not leave RANK/WORLD_SIZE/MASTER_PORT:
+    # a later `swat-dist train` subprocess took them for a torchrun launch on a used port (EADDRINUSE)
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", LEAVES_NOTHING], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "('0', '1') True"
