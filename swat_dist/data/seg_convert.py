@@ -30,7 +30,7 @@ from .images import ImageOptions, load_full, reason
 from .index import SplitInfo
 from .scan import SPLITS
 from .seg_scan import Pair, SegSource
-from .wds import ShardSink, _member_bytes, _tar_bytes
+from .wds import ShardSink
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # as wds.sample_key: no dots, ASCII only
 NO_RESIZE = 2**30  # ImageOptions.max_resolution for segmentation: larger than any image
@@ -84,25 +84,12 @@ def encode_pair(
     return SegEncoded(out.getvalue(), masks.encode(labels_HW), hist, note)
 
 
-class SegShardSink(ShardSink):
-    """:class:`.wds.ShardSink` writing ``.jpg`` + ``.png`` members instead of ``.jpg`` + ``.cls``."""
-
-    def write_pair(self, key: str, jpeg: bytes, png: bytes) -> None:
-        size = _member_bytes(len(jpeg)) + _member_bytes(len(png))
-        if self._tar is None or (self._count and _tar_bytes(self._members + size) > self.max_bytes):
-            self._open_next()
-        assert self._tar is not None
-        self._tar.write({"__key__": key, "jpg": jpeg, "png": png})
-        self._members += size
-        self._count += 1
-
-
 def write_seg_wds(source: SegSource, out: Path, opts: ConvertOptions, imap: Mapper, written: _Written) -> None:
     image_opts = ImageOptions(NO_RESIZE, opts.jpeg_quality, opts.max_pixels)
     fn = partial(encode_pair, str(source.root), image_opts, opts.num_classes, opts.reduce_zero_label)
     for split in SPLITS:
         order = _shuffled(source.files[split], opts.seed, split)
-        sink = SegShardSink(out, split, opts.shard_bytes)
+        sink = ShardSink(out, split, opts.shard_bytes)
         per_class = np.zeros(len(source.classes), np.int64)
         pixels = np.zeros(masks.LEVELS, np.int64)
         with _bar(len(order), f"{split} (wds, segment)") as bar:
@@ -111,7 +98,7 @@ def write_seg_wds(source: SegSource, out: Path, opts: ConvertOptions, imap: Mapp
                 if isinstance(result, tuple):
                     written.skipped.append({"path": result[0], "reason": result[1]})
                     continue
-                sink.write_pair(seg_key(n, pair.image), result.jpeg, result.png)
+                sink.write_members(seg_key(n, pair.image), {"jpg": result.jpeg, "png": result.png})
                 per_class[masks.classes_present(result.hist, opts.num_classes, opts.reduce_zero_label)] += 1
                 pixels += result.hist
                 if result.note:

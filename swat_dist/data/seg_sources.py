@@ -9,7 +9,6 @@ and hands the uint8 image (3, H, W) and raw uint8 mask (H, W) to the pipeline (:
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,9 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from . import masks
+from .wds import ShardFiles
+
 Pipeline = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 ADE_SPLITS = {"train": "training", "val": "validation"}
 
@@ -26,10 +28,10 @@ ADE_SPLITS = {"train": "training", "val": "validation"}
 def decode_pair(image_bytes: bytes, mask_bytes: bytes, what: str) -> tuple[Tensor, Tensor]:
     with Image.open(io.BytesIO(image_bytes)) as im:
         rgb = ImageOps.exif_transpose(im).convert("RGB")
-    with Image.open(io.BytesIO(mask_bytes)) as m:
-        if m.mode not in ("L", "P"):
-            raise ValueError(f"{what}: mask mode {m.mode}, expected single-channel 8-bit (L or P)")
-        labels = np.asarray(m)  # P: the palette indices are the labels
+    try:
+        labels = masks.decode(mask_bytes)  # the converter's own checks: 8-bit single-channel PNG
+    except masks.BadMask as err:
+        raise ValueError(f"{what}: {err}") from None
     if labels.shape != (rgb.height, rgb.width):
         raise ValueError(f"{what}: mask {labels.shape[1]}x{labels.shape[0]} but image {rgb.width}x{rgb.height}")
     image = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
@@ -98,22 +100,14 @@ class SegWdsSource:
         self.shard_of = np.repeat(np.arange(len(self.paths)), self.shard_sizes)
         self.jpg_at, self.jpg_len, self.png_at, self.png_len = (np.concatenate([s[i] for s in scans]) for i in range(4))
         self.train_tf, self.eval_tf = train_tf, eval_tf
-        self._pid, self._fds = -1, dict[int, int]()
+        self._files = ShardFiles(self.paths)
 
     def __len__(self) -> int:
         return len(self.jpg_at)
 
-    def _fd(self, shard: int) -> int:
-        if self._pid != os.getpid():  # a forked loader worker opens its own descriptors
-            self._pid, self._fds = os.getpid(), {}
-        if shard not in self._fds:
-            self._fds[shard] = os.open(self.paths[shard], os.O_RDONLY)
-        return self._fds[shard]
-
     def load(self, index: int, train: bool) -> tuple[Tensor, Tensor]:
         shard = int(self.shard_of[index])
-        fd = self._fd(shard)
-        image = os.pread(fd, int(self.jpg_len[index]), int(self.jpg_at[index]))
-        mask = os.pread(fd, int(self.png_len[index]), int(self.png_at[index]))
+        image = self._files.read(shard, int(self.jpg_at[index]), int(self.jpg_len[index]))
+        mask = self._files.read(shard, int(self.png_at[index]), int(self.png_len[index]))
         pair = decode_pair(image, mask, f"{self.paths[shard]} sample {index}")
         return (self.train_tf if train else self.eval_tf)(*pair)

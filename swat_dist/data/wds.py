@@ -97,12 +97,16 @@ class ShardSink:
         self._tar, self._out = None, None
 
     def write(self, key: str, jpeg: bytes, label: int) -> None:
-        cls = str(label).encode()
-        size = _member_bytes(len(jpeg)) + _member_bytes(len(cls))
+        """A classification sample: ``<key>.cls`` + ``<key>.jpg``."""
+        self.write_members(key, {"cls": str(label).encode(), "jpg": jpeg})
+
+    def write_members(self, key: str, members: dict[str, bytes]) -> None:
+        """One sample: ``<key>.<ext>`` for each extension, in the order given (segmentation: jpg, png)."""
+        size = sum(_member_bytes(len(data)) for data in members.values())
         if self._tar is None or (self._count and _tar_bytes(self._members + size) > self.max_bytes):
             self._open_next()
         assert self._tar is not None
-        self._tar.write({"__key__": key, "cls": cls, "jpg": jpeg})
+        self._tar.write({"__key__": key, **members})
         self._members += size
         self._count += 1
 
@@ -165,6 +169,22 @@ def scan_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.asarray(offsets, np.int64), np.asarray(sizes, np.int64), np.asarray(labels, np.int64)
 
 
+class ShardFiles:
+    """Byte-range reads from a split's shards, one descriptor per shard per process (a forked loader worker
+    opens its own)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self._pid, self._fds = -1, dict[int, int]()
+
+    def read(self, shard: int, offset: int, size: int) -> bytes:
+        if self._pid != os.getpid():
+            self._pid, self._fds = os.getpid(), {}
+        if shard not in self._fds:
+            self._fds[shard] = os.open(self.paths[shard], os.O_RDONLY)
+        return os.pread(self._fds[shard], size, offset)
+
+
 class WdsSource:
     """Random access to the samples of a split's shards, for the planned loaders (:mod:`.loader`).
 
@@ -196,21 +216,14 @@ class WdsSource:
         self.sizes = np.concatenate([s[1] for s in scans])
         self.labels = np.concatenate([s[2] for s in scans])
         self.train_tf, self.eval_tf = train_tf, eval_tf
-        self._pid, self._fds = -1, dict[int, int]()  # open shard descriptors of the current process
+        self._files = ShardFiles(self.paths)
 
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def _fd(self, shard: int) -> int:
-        if self._pid != os.getpid():  # a forked loader worker opens its own descriptors
-            self._pid, self._fds = os.getpid(), {}
-        if shard not in self._fds:
-            self._fds[shard] = os.open(self.paths[shard], os.O_RDONLY)
-        return self._fds[shard]
-
     def load(self, index: int, train: bool) -> tuple[Any, int]:
         shard, offset = int(self.shard_of[index]), int(self.offsets[index])
-        data = os.pread(self._fd(shard), int(self.sizes[index]), offset)
+        data = self._files.read(shard, offset, int(self.sizes[index]))
         try:
             with Image.open(io.BytesIO(data)) as img:
                 rgb = img.convert("RGB")

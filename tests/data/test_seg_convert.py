@@ -16,9 +16,10 @@ from PIL import Image
 from swat_dist.cli import main
 from swat_dist.data.convert import ConvertOptions, convert
 from swat_dist.data.index import DatasetIndex, read_index
-from swat_dist.data.seg_convert import SegShardSink, seg_key
+from swat_dist.data.seg_convert import seg_key
 from swat_dist.data.seg_digits import write_seg_digits
 from swat_dist.data.verify import verify
+from swat_dist.data.wds import ShardSink
 
 from .seg_corpus import NUM_CLASSES, Bad, Good, write_seg_corpus
 
@@ -159,7 +160,7 @@ def test_ffcv_and_max_resolution_are_one_line_errors(seg_corpus, tmp_path, capsy
 
 
 def test_failure_mid_conversion_leaves_nothing_then_rerun_completes(seg_corpus, tmp_path, monkeypatch) -> None:
-    dst, real, calls = tmp_path / "out", SegShardSink.write_pair, []
+    dst, real, calls = tmp_path / "out", ShardSink.write_members, []
 
     def failing(self, *args):
         calls.append(1)
@@ -167,7 +168,7 @@ def test_failure_mid_conversion_leaves_nothing_then_rerun_completes(seg_corpus, 
             raise OSError("disk full (simulated)")
         real(self, *args)
 
-    monkeypatch.setattr(SegShardSink, "write_pair", failing)
+    monkeypatch.setattr(ShardSink, "write_members", failing)
     with pytest.raises(OSError, match="simulated"):
         convert(seg_corpus[0], dst, seg_options())
     assert not dst.exists() and not any(p.name.startswith(".out.") for p in tmp_path.iterdir())
