@@ -32,7 +32,7 @@ def evaluate(
     *,
     show: bool | None = None,
     desc: str = "eval",
-) -> dict[str, float]:
+) -> Metrics:
     """The task's metrics (``samples`` among them) over all ranks' val batches.
 
     ``show``: print progress (the trainer passes whether it is rank 0); None: when this is rank 0 of the
