@@ -117,7 +117,10 @@ class FfcvTrainLoader(TrainLoader):
         # contiguous chunks, one per process; each sample seeded by itself, so the split changes nothing
         parts = np.array_split(np.arange(len(ids)), self._workers)
         tasks = [(None, self.seed, epoch, ids[p], images[p]) for p in parts if len(p)]
-        return np.concatenate(self._pool.map(_colour_chunk, tasks))
+        from .ffcv import host_batch
+
+        # the processes send copies back: gather them into a page-locked batch like the crop stage's
+        return np.concatenate(self._pool.map(_colour_chunk, tasks), out=host_batch(images.shape))
 
     def __iter__(self) -> Iterator[Batch]:
         epoch, planned = self.epoch, self.plan().batches(self.step)

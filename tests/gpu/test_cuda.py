@@ -79,7 +79,7 @@ def test_segmentation_model_trains_in_bf16():
 def test_ffcv_batches_reach_the_gpu_pinned_and_normalised(tmp_path):
     from swat_dist.data.convert import ConvertOptions, convert
     from swat_dist.data.ffcv_loader import BetonSplit, FfcvTrainLoader
-    from swat_dist.data.transforms import DeviceAugment
+    from swat_dist.data.transforms import DeviceAugment, colour_transform
     from swat_dist.tasks.classify import ClassificationTask
 
     from ..data.helpers import write_id_folder
@@ -89,5 +89,10 @@ def test_ffcv_batches_reach_the_gpu_pinned_and_normalised(tmp_path):
     loader = FfcvTrainLoader(BetonSplit(tmp_path / "ffcv", "train"), world_size=1, rank=0, batch_size=4, size=32)
     task = ClassificationTask(DeviceAugment(3))
     images, labels = next(iter(loader))
+    assert images.is_pinned()  # allocated page-locked where it is written (ffcv.host_batch)
+    coloured = FfcvTrainLoader(BetonSplit(tmp_path / "ffcv", "train"), world_size=1, rank=0, batch_size=4, size=32,
+                               workers=2, colour=colour_transform(32, "rand-m9-mstd0.5-inc1", 0.0))  # fmt: skip
+    assert next(iter(coloured))[0].is_pinned()  # gathered from the colour processes into a pinned batch
+    coloured.close()
     x, y = task.batch(images, labels, torch.device("cuda"), train=True)
     assert x.is_cuda and y.is_cuda and x.dtype == torch.float32 and x.shape == (4, 3, 32, 32)
