@@ -18,13 +18,21 @@ prepare() {
   local py="$ROOT/.venv/bin/python"
   [ -x "$py" ] || { echo "gpu_check --prepare: run bash launch/setup.sh first (it needs the venv's versions)" >&2; exit 2; }
   ver() { "$py" -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p'; }
+  "$py" -m wheel version >/dev/null 2>&1 || "$ROOT/.venv/bin/pip" install -q wheel  # for the retagging below
   rm -rf "$WHEELS" && mkdir -p "$WHEELS"
   local pure=(hjson fvcore iopath yacs termcolor annotated-types typing-inspection pydantic) specs=() p
   for p in "${pure[@]}"; do specs+=("$p==$(ver "$p")"); done
   "$ROOT/.venv/bin/pip" wheel --no-deps -q -w "$WHEELS" "${specs[@]}"
-  # DeepSpeed without prebuilt ops: pure Python; it JIT-builds what it needs with the nvcc there (we need none:
-  # the trainer uses a client torch AdamW)
-  DS_BUILD_OPS=0 "$ROOT/.venv/bin/pip" wheel --no-deps --no-build-isolation -q -w "$WHEELS" "deepspeed==$(ver deepspeed)"
+  # DeepSpeed without prebuilt ops: it JIT-builds what it needs with the nvcc there (we need none:
+  # the trainer uses a client torch AdamW). --no-cache-dir: pip's cache holds setup.sh's build, with the CPU
+  # shm op compiled for this Python. Without ops the wheel is pure Python but tagged for this interpreter,
+  # which pip on that machine's Python 3.12 refuses: retag it py3-none-any (and check nothing compiled is in it).
+  DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=0 "$ROOT/.venv/bin/pip" wheel --no-deps --no-build-isolation --no-cache-dir -q \
+    -w "$WHEELS" "deepspeed==$(ver deepspeed)"
+  local ds
+  ds="$(ls "$WHEELS"/deepspeed-*.whl)"
+  if unzip -l "$ds" | grep -q '\.so$'; then echo "gpu_check --prepare: $ds holds compiled ops" >&2; exit 1; fi
+  "$py" -m wheel tags --remove --python-tag py3 --abi-tag none --platform-tag any "$ds" >/dev/null
   # pydantic's core is compiled: the wheel for that machine's Python, not ours
   "$ROOT/.venv/bin/pip" download --no-deps -q --only-binary=:all: --python-version 3.12 \
     --platform manylinux_2_17_x86_64 -d "$WHEELS" "pydantic_core==$(ver pydantic_core)"
