@@ -42,10 +42,46 @@ class _AfterTimm:
 
         def exec_then_register(module: ModuleType) -> None:
             run(module)
-            register_models()  # timm is complete in sys.modules now; our models import it freely
+            # timm is complete in sys.modules now, and our models import it freely - unless one of our model
+            # modules is itself half-imported (``from swat_dist.models.layers import ...`` imports timm from
+            # inside that package): the families need its names, so register when it completes
+            half = _half_imported()
+            if half:
+                _register_when_done(half)
+            else:
+                register_models()
 
         loader.exec_module = exec_then_register  # this spec's loader only; every attribute else is timm's
         return spec
+
+
+def _half_imported() -> list[ModuleSpec]:
+    """The specs of the ``swat_dist.models`` modules executing now (in sys.modules, not yet complete)."""
+    ours = [m for name, m in list(sys.modules.items()) if name.startswith("swat_dist.models")]
+    specs = [getattr(m, "__spec__", None) for m in ours]
+    return [spec for spec in specs if spec is not None and getattr(spec, "_initializing", False)]
+
+
+class _RegisterWhenDone(ModuleSpec):
+    """A half-imported module's own spec, re-classed: importlib sets ``spec._initializing = False`` once the
+    module has executed (importlib._bootstrap._load_unlocked); when the last of them completes, and its
+    import succeeded, the models register. No other behaviour of the spec changes."""
+
+    @property
+    def _initializing(self) -> bool:
+        return bool(self.__dict__.get("_initializing", False))
+
+    @_initializing.setter
+    def _initializing(self, value: bool) -> None:
+        self.__dict__["_initializing"] = value
+        self.__class__ = ModuleSpec  # type: ignore[assignment]  # once: back to the plain spec
+        if not value and self.name in sys.modules and not _half_imported():
+            register_models()
+
+
+def _register_when_done(specs: list[ModuleSpec]) -> None:
+    for spec in specs:
+        spec.__class__ = _RegisterWhenDone
 
 
 _HOOK = _AfterTimm()

@@ -8,15 +8,19 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import swat_dist
+import pytest
 
-HEAVY = {"deepspeed", "ffcv", "webdataset", "mlflow", "submitit", "fvcore"}
+import swat_dist
+from swat_dist.models.zoo import ZOO
+
+HEAVY = {"deepspeed", "ffcv", "webdataset", "mlflow", "submitit", "fvcore", "onnx", "onnxruntime"}
 GPU_STACK = {"torch", "timm", "torchvision", "deepspeed", "ffcv", "fvcore", "numpy"}
 ROOT = Path(swat_dist.__file__).parent
 # What runs on a login node: the CLI's parsing, the config, submit / jobs / cancel / config / tracking-server.
 LOGIN_NODE = {
     "swat_dist", "swat_dist.__main__", "swat_dist.cli", "swat_dist.config", "swat_dist.config_cli",
     "swat_dist.launch.commands", "swat_dist.launch.profile", "swat_dist.launch.jobs", "swat_dist.launch.submit",
+    "swat_dist.launch.sweep", "swat_dist.launch.sweep_submit",
     "swat_dist.tracking.commands", "swat_dist.tracking.server", "swat_dist.train.ds_config",
     "swat_dist.train.checkpoint_paths", "swat_dist.models", "swat_dist.models.zoo", "swat_dist.progress",
 }  # fmt: skip
@@ -158,6 +162,19 @@ def test_import_swat_dist_then_timm_registers_the_models():
     assert done.returncode == 0, done.stderr[-3000:]
     count, cls = done.stdout.split()
     assert int(count) >= 13 and cls == "SwatVisionTransformer"
+
+
+@pytest.mark.parametrize("first", ["layers", "vit_blocks", "mlp_trunk"])
+def test_importing_a_model_module_first_registers_every_model_once_it_is_done(first):
+    # that module imports timm while it is half-imported; the families need its names (registration.py)
+    code = (
+        f"import sys, importlib; importlib.import_module('swat_dist.models.{first}'); import timm\n"
+        "print(len(timm.list_models('swat_*')), 'swat_dist.models.swin' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    count, swin = done.stdout.split()
+    assert int(count) == len([e for e in ZOO if e.name.startswith("swat_")]) and swin == "True"  # all, not one family
 
 
 def _reaches(package: str, forbidden: set[str], module_level_only: bool = False) -> list[str]:
