@@ -11,6 +11,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
+# The lock (launch/lock.py writes it): every pip install below is constrained to its exact versions, so a
+# fresh venv and the image (docker/) get the same packages. SWAT_LOCK= (empty) installs from the ranges.
+LOCK="${SWAT_LOCK-$ROOT/launch/constraints.txt}"
 PY="${PYTHON:-python3}"
 # FFCV builds against OpenCV and libturbojpeg, found through pkg-config (PLATFORM.md).
 SYSTEM_PACKAGES=(pkg-config libopencv-dev libturbojpeg0-dev)
@@ -64,14 +67,16 @@ EOF
 }
 
 stamp_value() {
-  # Re-install when the dependency list, this script, or whether ffcv can be built changes.
-  { cat "$ROOT/pyproject.toml" "$ROOT/launch/setup.sh"; missing_for_ffcv; } | sha256sum | cut -c1-16
+  # Re-install when the dependency list, the lock, this script, or whether ffcv can be built changes.
+  { cat "$ROOT/pyproject.toml" "$ROOT/launch/setup.sh" ${LOCK:+"$LOCK"}; missing_for_ffcv; } | sha256sum | cut -c1-16
 }
 
 # pip's chatter goes to a log; its tail is shown if a step fails.
 PIP_LOG="$VENV/setup.log"
 pip_install() {
-  if ! "$VENV/bin/python" -m pip --disable-pip-version-check -q install "$@" >>"$PIP_LOG" 2>&1; then
+  local lock=()
+  [ -z "$LOCK" ] || lock=(-c "$LOCK")
+  if ! "$VENV/bin/python" -m pip --disable-pip-version-check -q install "${lock[@]}" "$@" >>"$PIP_LOG" 2>&1; then
     grep -v "is ignored: it is neither" "$PIP_LOG" | tail -30 >&2
     log "error: pip install $* failed (full log: $PIP_LOG)"
     exit 1
@@ -80,6 +85,9 @@ pip_install() {
 
 install_python_packages() {
   : >"$PIP_LOG"
+  if [ -n "$LOCK" ] && ! "$VENV/bin/python" "$ROOT/launch/lock.py" --check >/dev/null; then
+    log "WARNING: $LOCK is older than pyproject.toml's dependencies: run python launch/lock.py"
+  fi
   # Build tools and torch first: deepspeed's and ffcv's builds import torch and numpy, and build
   # isolation would otherwise fetch a second multi-GB torch into a throwaway environment.
   local base
@@ -88,8 +96,11 @@ install_python_packages() {
   pip_install --upgrade pip setuptools wheel
   # shellcheck disable=SC2086
   pip_install $base
-  local extras="dev"
-  if [ -z "$(missing_for_ffcv)" ]; then extras="dev,ffcv"; else
+  # Every extra pyproject.toml lists (what the lock covers), ffcv only when its system packages are here.
+  local extras
+  extras="$("$VENV/bin/python" "$ROOT/launch/pyproject_deps.py" "$ROOT/pyproject.toml" --extras)"
+  if [ -n "$(missing_for_ffcv)" ]; then
+    extras="$(echo "$extras" | tr ',' '\n' | { grep -vx ffcv || true; } | paste -sd, -)"
     log "WARNING: skipping ffcv (needs system packages: $(missing_for_ffcv | tr '\n' ' '))"
   fi
   log "installing swat_dist[$extras] and its dependencies"
@@ -99,6 +110,10 @@ install_python_packages() {
 }
 
 main() {
+  if [ -n "$LOCK" ] && [ ! -f "$LOCK" ]; then
+    log "error: no lock file $LOCK (write it with: python launch/lock.py; or SWAT_LOCK= for the ranges)"
+    exit 1
+  fi
   install_system_packages
   make_venv
   local stamp="$VENV/.swat-setup-stamp" want
