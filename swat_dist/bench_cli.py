@@ -83,7 +83,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     model.add_argument("name", help="a SWAT model, e.g. swat_deit_small_patch16_224")
     model.add_argument("--batch", type=int, default=256)
     model.add_argument("--steps", type=int, default=10, help="timed steps per round")
-    model.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best counts")
+    model.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians and paired ratios")
     model.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     _add_output(model)
     model.set_defaults(func=_model)

@@ -2,7 +2,8 @@
 
 fvcore counts one multiply-add as one flop, so "GFLOPs" here are GMACs, as in the paper's tables.
 Attention must be explicit matmuls for fvcore to see it: timm's fused attention is switched off while a
-model is built here. Costs a jit trace: about a second per 224 px model on CPU.
+model is built here, and SWAT's layers run their explicit form (unfolded within-token convs, unfused
+attention: ``layers.explicit``) while one is counted. Costs a jit trace: about a second per 224 px model on CPU.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import timm
 import torch
 from timm.layers import config as timm_layer_config
 from torch import nn
+
+from .layers.explicit import explicit_mode
 
 with warnings.catch_warnings():  # fvcore's import calls torch.jit.script, which torch now deprecates
     warnings.simplefilter("ignore", FutureWarning)
@@ -30,7 +33,7 @@ def count_gflops(model: nn.Module, img_size: int, in_chans: int = 3) -> float:
     analysis = FlopCountAnalysis(model.eval(), torch.randn(1, in_chans, img_size, img_size))
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
-    with torch.no_grad():
+    with torch.no_grad(), explicit_mode():  # the trace runs here, lazily
         return analysis.total() / 1e9
 
 

@@ -3,12 +3,12 @@
 Also their init (SWAT_SPEC 3.8), their checkpoint filter, and their timm build helper.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from timm.layers import lecun_normal_, to_2tuple
+from timm.models import register_notrace_function
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import named_apply
 from torch import Tensor, nn
@@ -21,6 +21,23 @@ from .layers import (
     check_input_size,
     grid_map,
 )
+
+
+@register_notrace_function  # fx: one graph node that checks the real input size, not a branch on a traced one
+def fixed_size_input(x: Tensor, img_size: tuple[int, int], patch_size: int, num_tokens: int) -> Tensor:
+    """``x`` itself, once its (H, W) is checked against the size the N-sized token mixing was built for."""
+    height, width = x.shape[-2], x.shape[-1]
+    check_input_size(height, width, patch_size, f"patch size {patch_size}")
+    if height != img_size[0] or width != img_size[1]:
+        raise ValueError(
+            f"input {height}x{width} does not match img_size {img_size[0]}x{img_size[1]}: token mixing "
+            f"is built for exactly N={num_tokens} tokens; build the model with img_size=({height}, {width})"
+        )
+    return x  # returned, so fx keeps the node (a call whose result nobody uses is dead code to fx)
+
+
+torch.fx.wrap("fixed_size_input")  # fx.wrap patches this module's globals; timm's tracer reads the register
+
 
 # What a block factory gets from the trunk: (seq_len N, token grid (Hg, Wg), alpha, drop_path rate).
 BlockFn = Callable[[int, tuple[int, int], int, float], nn.Module]
@@ -120,15 +137,6 @@ class MlpMixerTrunk(TokenClassifier):
         self.reset_classifier(num_classes, global_pool)
         named_apply(init_weights, self)
 
-    def _check_input(self, x: Tensor) -> None:
-        height, width = x.shape[-2:]
-        check_input_size(height, width, self.patch_size, f"patch size {self.patch_size}")
-        if (height, width) != self.img_size:
-            raise ValueError(
-                f"input {height}x{width} does not match img_size {self.img_size[0]}x{self.img_size[1]}: token mixing "
-                f"is built for exactly N={self.num_tokens} tokens; build the model with img_size=({height}, {width})"
-            )
-
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         if global_pool is not None:
             self.global_pool = check_global_pool(global_pool)
@@ -146,7 +154,7 @@ class MlpMixerTrunk(TokenClassifier):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, in_chans, H, W) -> (B, N, C) after the final norm."""
-        self._check_input(x)
+        x = fixed_size_input(x, self.img_size, self.patch_size, self.num_tokens)
         x_BNC, _ = self.tokenizer(x)
         return self.norm(self.blocks(x_BNC))
 
@@ -166,7 +174,7 @@ class MlpMixerTrunk(TokenClassifier):
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        self._check_input(x)
+        x = fixed_size_input(x, self.img_size, self.patch_size, self.num_tokens)
         x_BNC, grid = self.tokenizer(x)
         blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
         intermediates = []

@@ -9,13 +9,11 @@ stages; stage s (from 0) has alpha = 2^(s+1) and c = C_s / alpha^2 segments, i.e
 (12, 4, 4), (6, 8, 8), (3, 16, 16) for Swin-T.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import torch
 from timm.layers import to_2tuple, trunc_normal_
-from timm.models import generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model, register_notrace_function
 from timm.models._features import feature_take_indices
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer import checkpoint_filter_fn as timm_swin_filter
@@ -27,6 +25,16 @@ from .layers import PatchTokenizer, StructureAwareTokenizer, check_input_size, g
 from .swin_blocks import PatchMerging, StructureMerging, SwinStage
 
 PATCH = 4  # stem stride 2 x alpha 2
+
+
+@register_notrace_function  # fx: one graph node that checks the real input size, not a branch on a traced one
+def checked_input(x: Tensor, multiple: int, what: str) -> Tensor:
+    """``x`` itself, once its sides are checked to be multiples of ``multiple``."""
+    check_input_size(x.shape[-2], x.shape[-1], multiple, what)
+    return x  # returned, so fx keeps the node (a call whose result nobody uses is dead code to fx)
+
+
+torch.fx.wrap("checked_input")
 
 
 class SwatSwin(TokenClassifier):
@@ -82,7 +90,10 @@ class SwatSwin(TokenClassifier):
         if len(shift_stages) != stages:
             raise ValueError(f"shift_stages needs one entry per stage ({stages}), got {shift_stages}")
         dims = [embed_dim * 2**s for s in range(stages)]
-        self.num_features = dims[-1]
+        self.num_features = self.head_hidden_size = dims[-1]
+        # forward_features gives the last stage's (B, H, W, C) map, as timm's Swin (its cfg's pool_size)
+        self.output_fmt = "NHWC"
+        self.pool_dims = [1, 2]
         if swat_tokens:
             self.tokenizer: nn.Module = StructureAwareTokenizer(
                 embed_dim, 2, stem_dim, conv1=(2, 2, 0), in_chans=in_chans, stem_norm=True, token_norm=True
@@ -154,15 +165,19 @@ class SwatSwin(TokenClassifier):
 
     def _tokens(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         # Checked here, before the stem, so a bad size fails with the whole model's constraint.
-        check_input_size(x.shape[-2], x.shape[-1], self.size_multiple, self.size_constraint)
-        return self.tokenizer(x)
+        return self.tokenizer(checked_input(x, self.size_multiple, self.size_constraint))
+
+    def _final(self, x_BNC: Tensor, grid: tuple[int, int]) -> Tensor:
+        """The final norm, as the (B, H, W, C) map of the last stage's grid."""
+        B, _, C = x_BNC.shape
+        return self.norm(x_BNC).reshape(B, grid[0], grid[1], C)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, N, num_features) after the final norm; N = H*W / (last stage's reduction)^2."""
+        """(B, 3, H, W) -> (B, H/r, W/r, num_features) after the final norm, r the last stage's reduction."""
         x_BNC, grid = self._tokens(x)
         for stage in self.layers:
             x_BNC, grid = stage(x_BNC, grid)
-        return self.norm(x_BNC)
+        return self._final(x_BNC, grid)
 
     def forward_intermediates(
         self,
@@ -189,7 +204,7 @@ class SwatSwin(TokenClassifier):
                 intermediates.append(grid_map(y, grid).contiguous() if output_fmt == "NCHW" else y)
         if intermediates_only:
             return intermediates
-        return self.norm(x_BNC), intermediates
+        return self._final(x_BNC, grid), intermediates
 
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
@@ -237,10 +252,13 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> SwatSwin:
 
 default_cfgs = generate_default_cfgs(
     {
-        "swat_swin_tiny_patch4_window7_224": swat_cfg(),
-        "swat_swin_small_patch4_window7_224": swat_cfg(),
-        "swat_swin_micro_patch4_window4_32": swat_cfg(img_size=32, crop_pct=1.0),
-        "swin_micro_patch4_window4_32": swat_cfg(img_size=32, crop_pct=1.0, first_conv="patch_embed.proj"),
+        # pool_size: the (H, W) of forward_features' map at the cfg's input size (stride 32, or 16 for micro)
+        "swat_swin_tiny_patch4_window7_224": swat_cfg(pool_size=(7, 7)),
+        "swat_swin_small_patch4_window7_224": swat_cfg(pool_size=(7, 7)),
+        "swat_swin_micro_patch4_window4_32": swat_cfg(img_size=32, crop_pct=1.0, pool_size=(2, 2)),
+        "swin_micro_patch4_window4_32": swat_cfg(
+            img_size=32, crop_pct=1.0, pool_size=(2, 2), first_conv="patch_embed.proj", classifier="head.fc"
+        ),
     }
 )
 

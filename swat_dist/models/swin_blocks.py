@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.models import register_notrace_function, register_notrace_module
 from timm.models.swin_transformer import window_partition, window_reverse
 from torch import Tensor, nn
 
@@ -31,11 +31,13 @@ from .layers import (
     tokens_from_grid,
     tokens_from_map,
 )
+from .layers.explicit import explicit_ops
 
 Size = tuple[int, int]
 MASKED = -100.0  # Swin's additive mask value: a masked pair keeps a softmax weight of ~exp(-100) = 4e-44
 
 
+@register_notrace_function  # fx: computed on the real grid (one graph node), not branched on a traced one
 def window_geometry(grid: Size, window: Size) -> tuple[Size, Size]:
     """The (window, shift) a stage uses on ``grid``: a side not larger than the window clamps it and gets no shift."""
     win = (min(window[0], grid[0]), min(window[1], grid[1]))
@@ -60,25 +62,30 @@ def relative_position_index(window: Size, table_window: Size, device: torch.devi
     return (rel[0] + table_window[0] - 1) * (2 * table_window[1] - 1) + rel[1] + table_window[1] - 1
 
 
-def _regions(size: int, window: int, shift: int) -> tuple[slice, ...]:
+def _regions(size: int, window: int, shift: int, device: torch.device) -> Tensor:
+    """(size,) region of each row (or column): [0, size-window) 0, [size-window, size-shift) 1, the rest 2;
+    all 0 without a shift."""
+    idx = torch.arange(size, device=device)
     if shift == 0:
-        return (slice(0, size),)
-    return (slice(0, size - window), slice(size - window, size - shift), slice(size - shift, size))
+        return torch.zeros_like(idx)
+    return (idx >= size - window).long() + (idx >= size - shift).long()
 
 
-@torch.no_grad()
+@register_notrace_function  # fx: built on the real geometry (one graph node); no autograd (integer labels)
 def shifted_window_mask(padded: Size, window: Size, shift: Size, device: torch.device, dtype: torch.dtype) -> Tensor:
     """(nW, n, n) additive mask for SW-MSA: ``MASKED`` between tokens that the cyclic shift brought together
-    from different regions of the (padded) map, 0 elsewhere."""
-    label_HW = torch.zeros(1, padded[0], padded[1], 1, device=device)
-    label = 0
-    for hs in _regions(padded[0], window[0], shift[0]):
-        for ws in _regions(padded[1], window[1], shift[1]):
-            label_HW[:, hs, ws, :] = label
-            label += 1
+    from different regions of the (padded) map, 0 elsewhere (all 0 without a shift)."""
+    rows, cols = _regions(padded[0], window[0], shift[0], device), _regions(padded[1], window[1], shift[1], device)
+    label_HW = (rows[:, None] * 3 + cols[None, :])[None, :, :, None]  # one label per (row, column) region pair
     label_Wn = window_partition(label_HW, window).flatten(1)  # (nW, n) region label of each window position
     differs = label_Wn[:, None, :] != label_Wn[:, :, None]
-    return torch.zeros(differs.shape, device=device, dtype=dtype).masked_fill(differs, MASKED)
+    return torch.zeros(differs.shape, device=device, dtype=dtype).masked_fill(differs, -100.0)  # MASKED: TorchScript
+    # reads no module-level constants
+
+
+# torch.fx.wrap patches this module's globals, so SwinStage's calls trace as single nodes under any tracer.
+torch.fx.wrap("window_geometry")
+torch.fx.wrap("shifted_window_mask")
 
 
 class WindowAttention(nn.Module):
@@ -86,7 +93,9 @@ class WindowAttention(nn.Module):
 
     ``alpha`` set: SWAT's ConvWindowAttention, whose qkv and proj are :class:`StructuredLinear` with a
     ``kernel_size`` conv over each token's (c, alpha, alpha) image; heads are split the usual way after the
-    projection (C / heads dims each). Explicit matmuls, not fused SDPA, so fvcore counts QK^T and AV.
+    projection (C / heads dims each). Fused ``F.scaled_dot_product_attention`` with the position bias (and
+    shift mask) as an additive float mask, as timm's Swin does; explicit matmuls in
+    :func:`~.layers.explicit.explicit_mode`, so fvcore counts QK^T and AV.
     """
 
     def __init__(
@@ -129,12 +138,38 @@ class WindowAttention(nn.Module):
         M, n, C = x_MnC.shape
         qkv = self.qkv(x_MnC).reshape(M, n, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        attn = (q * self.scale) @ k.transpose(-2, -1) + self.position_bias(window)
-        if mask is not None:
-            nW = mask.shape[0]
-            attn = (attn.view(M // nW, nW, self.num_heads, n, n) + mask[None, :, None]).view(M, self.num_heads, n, n)
-        out = (self.attn_drop(attn.softmax(dim=-1)) @ v).transpose(1, 2).reshape(M, n, C)
-        return self.proj_drop(self.proj(out))
+        out = self._attend(q, k, v, window, mask)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(M, n, C)))
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, window: Size, mask: Tensor | None) -> Tensor:
+        M, n = q.shape[0], q.shape[2]
+        if not torch.jit.is_scripting():  # noqa: SIM102 (nested: TorchScript prunes only a bare is_scripting())
+            if explicit_ops():
+                attn = (q * self.scale) @ k.transpose(-2, -1) + self.position_bias(window)
+                if mask is not None:
+                    nW = mask.shape[0]
+                    attn = attn.view(M // nW, nW, self.num_heads, n, n) + mask[None, :, None]
+                return self.attn_drop(attn.view(M, self.num_heads, n, n).softmax(dim=-1)) @ v
+        p = self.attn_drop.p if self.training else 0.0
+        bias = self.attention_bias(window, mask, M).to(q.dtype)  # SDPA wants q's dtype (a no-op in bf16 runs)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=self.scale)
+
+    def attention_bias(self, window: Size, mask: Tensor | None, windows: int) -> Tensor:
+        """The additive float mask for SDPA: (heads, n, n) position bias, plus with a shift mask (nW, n, n)
+        the sum expanded to (``windows``, heads, n, n). That copy is one attention matrix's worth of memory per
+        SW-MSA block (what timm's fused Swin pays too): SDPA's 4D kernels cannot broadcast over the nW of
+        B*nW windows, and a 5D call would fall back to the unfused math kernel."""
+        bias = self.position_bias(window)
+        if mask is None:
+            return bias
+        nW, n = mask.shape[0], mask.shape[1]
+        both = mask[:, None] + bias[None]  # (nW, heads, n, n)
+        return both.expand(windows // nW, nW, self.num_heads, n, n).reshape(windows, self.num_heads, n, n)
+
+
+# fx: WindowAttention picks its position-bias index by comparing the window (traced) with the built one, so
+# timm's tracer keeps it whole, one node run on real sizes (it still scripts; fx sees no attention internals).
+register_notrace_module(WindowAttention)
 
 
 class SwinBlock(nn.Module):
@@ -143,6 +178,8 @@ class SwinBlock(nn.Module):
     ``alpha`` set (SWAT mixing): non-shifted blocks get ConvWindowAttention with ``attn_kernel``, and every
     block's MLP is ConvMlpGeneral with a depthwise ``mlp_kernel`` over the full stage map (not windowed).
     """
+
+    __constants__ = ["shifted", "conv_mlp"]  # TorchScript compiles only the branches these flags take
 
     def __init__(
         self,
@@ -167,6 +204,7 @@ class SwinBlock(nn.Module):
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
+        self.conv_mlp = alpha is not None  # ConvMlpGeneral runs on the (B, C, H, W) map, timm's Mlp on tokens
         self.mlp: nn.Module
         if alpha is None:
             self.mlp = Mlp(dim, hidden, drop=proj_drop)
@@ -178,13 +216,15 @@ class SwinBlock(nn.Module):
         _, H, W, C = x_BHWC.shape
         Hp, Wp = padded_size((H, W), window)
         x_BHWC = F.pad(x_BHWC, (0, 0, 0, Wp - W, 0, Hp - H))
-        if any(shift):
+        # Branch on the built flag, not on the shift's value (traced under fx): a shifted block whose grid fits
+        # one window rolls by 0, an exact copy.
+        if self.shifted:
             x_BHWC = torch.roll(x_BHWC, shifts=(-shift[0], -shift[1]), dims=(1, 2))
         windows = window_partition(x_BHWC, window).view(-1, window[0] * window[1], C)
         windows = self.attn(windows, window, mask)
         x_BHWC = window_reverse(windows.view(-1, window[0], window[1], C), window, Hp, Wp)
-        if any(shift):
-            x_BHWC = torch.roll(x_BHWC, shifts=shift, dims=(1, 2))
+        if self.shifted:
+            x_BHWC = torch.roll(x_BHWC, shifts=(shift[0], shift[1]), dims=(1, 2))
         return x_BHWC[:, :H, :W, :]
 
     def forward(self, x_BNC: Tensor, grid: Size, window: Size, shift: Size, mask: Tensor | None) -> Tensor:
@@ -195,7 +235,7 @@ class SwinBlock(nn.Module):
         y_BHWC = self._attention(self.norm1(x_BNC).view(B, grid[0], grid[1], C), window, shift, mask)
         x_BNC = x_BNC + self.drop_path1(y_BHWC.reshape(B, N, C))
         z = self.norm2(x_BNC)
-        z = tokens_from_grid(self.mlp(grid_map(z, grid))) if isinstance(self.mlp, ConvMlpGeneral) else self.mlp(z)
+        z = tokens_from_grid(self.mlp(grid_map(z, grid))) if self.conv_mlp else self.mlp(z)
         return x_BNC + self.drop_path2(z)
 
 
@@ -231,8 +271,11 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x_BNC: Tensor, grid: Size) -> tuple[Tensor, Size]:
-        # Concatenation order of the Swin paper/timm: (0,0), (1,0), (0,1), (1,1) as (row, col) offsets.
-        x_BNC = rearrange(x_BNC, "b (i u j v) c -> b (i j) (v u c)", i=grid[0] // 2, u=2, v=2)
+        # Concatenation order of the Swin paper/timm: (0,0), (1,0), (0,1), (1,1) as (row, col) offsets,
+        # i.e. (b, (i u j v), c) -> (b, (i j), (v u c)) as reshape/permute (TorchScript and fx take it).
+        B, _, C = x_BNC.shape
+        i, j = grid[0] // 2, grid[1] // 2
+        x_BNC = x_BNC.reshape(B, i, 2, j, 2, C).permute(0, 1, 3, 4, 2, 5).reshape(B, i * j, 4 * C)
         return self.reduction(self.norm(x_BNC)), (grid[0] // 2, grid[1] // 2)
 
 
@@ -242,6 +285,8 @@ class SwinStage(nn.Module):
     At run time the window and shift follow the input grid (:func:`window_geometry`); a block built
     non-shifted never shifts, so its (SWAT: structured) weights keep their role at every resolution.
     """
+
+    __constants__ = ["has_shifted"]  # TorchScript compiles only the branch this flag takes
 
     def __init__(
         self,
@@ -261,13 +306,16 @@ class SwinStage(nn.Module):
             SwinBlock(dim, num_heads, window, shifted=shift and j % 2 == 1, drop_path=drop_path[j], **block_kwargs)
             for j in range(depth)
         )
+        self.has_shifted = shift and depth > 1
 
     def forward(self, x_BNC: Tensor, grid: Size) -> tuple[Tensor, Size]:
         if self.downsample is not None:
             x_BNC, grid = self.downsample(x_BNC, grid)
         window, shift = window_geometry(grid, self.window)
-        mask = None
-        if any(shift) and any(blk.shifted for blk in self.blocks):
+        # Built whenever the stage has shifted blocks, all zeros where the grid gives no shift (adding 0 is
+        # exact): whether to build it cannot depend on the shift's value, which fx traces.
+        mask: Tensor | None = None
+        if self.has_shifted:
             mask = shifted_window_mask(padded_size(grid, window), window, shift, x_BNC.device, x_BNC.dtype)
         for blk in self.blocks:
             x_BNC = blk(x_BNC, grid, window, shift, mask)

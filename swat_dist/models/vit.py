@@ -4,13 +4,11 @@ The token grid follows ``img_size``; ``pos_embed`` (1, N, C) is resampled when a
 another size is loaded (see :func:`checkpoint_filter_fn`), or on the fly with ``dynamic_img_size=True``.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import torch
-from timm.layers import resample_abs_pos_embed, trunc_normal_
-from timm.models import generate_default_cfgs, register_model
+from timm.layers import resample_abs_pos_embed, to_2tuple, trunc_normal_
+from timm.models import generate_default_cfgs, register_model, register_notrace_function
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as timm_vit_filter
@@ -18,8 +16,31 @@ from torch import Tensor, nn
 
 from ._common import build, swat_cfg
 from ._head import TokenClassifier, check_global_pool
-from .layers import PatchTokenizer, StructureAwareTokenizer, check_input_size, grid_map
+from .layers import PatchTokenizer, StructureAwareTokenizer, check_input_size, grid_map, input_grid
 from .vit_blocks import Block
+
+# torch.fx: each call is one graph node run on the real input size, not a branch on a traced one
+# (torch.fx.wrap patches this module's globals; timm's own tracer also reads register_notrace_function).
+torch.fx.wrap("input_grid")
+
+
+@register_notrace_function
+def grid_pos_embed(
+    pos_embed: Tensor, grid: tuple[int, int], built: tuple[int, int], patch: int, dynamic: bool
+) -> Tensor:
+    """``pos_embed`` (1, N, C) for a token grid ``grid``: as built, resampled if ``dynamic``, else a clear error."""
+    if grid[0] == built[0] and grid[1] == built[1]:
+        return pos_embed
+    if not dynamic:
+        raise ValueError(
+            f"input {grid[0] * patch}x{grid[1] * patch} gives a {grid[0]}x{grid[1]} token grid but the model was "
+            f"built for {built[0]}x{built[1]}: create it with img_size={grid[0] * patch} "
+            "(weights are resampled on load) or dynamic_img_size=True"
+        )
+    return resample_abs_pos_embed(pos_embed, [grid[0], grid[1]], [built[0], built[1]], num_prefix_tokens=0)
+
+
+torch.fx.wrap("grid_pos_embed")
 
 
 class SwatVisionTransformer(TokenClassifier):
@@ -31,7 +52,7 @@ class SwatVisionTransformer(TokenClassifier):
 
     def __init__(
         self,
-        img_size: int = 224,
+        img_size: int | tuple[int, int] = 224,
         patch_size: int = 16,
         in_chans: int = 3,
         num_classes: int = 1000,
@@ -53,14 +74,15 @@ class SwatVisionTransformer(TokenClassifier):
         dynamic_img_size: bool = False,
     ) -> None:
         super().__init__()
-        check_input_size(img_size, img_size, patch_size, f"a patch-{patch_size} model")
+        img_hw = to_2tuple(img_size)  # timm passes (H, W) when the cfg says fixed_input_size
+        check_input_size(img_hw[0], img_hw[1], patch_size, f"a patch-{patch_size} model")
         self.num_classes = num_classes
         self.global_pool = check_global_pool(global_pool)
-        self.num_features = self.embed_dim = embed_dim
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.patch_size = patch_size
         self.dynamic_img_size = dynamic_img_size
         self.tokenizer = self._tokenizer(patch_size, in_chans, embed_dim, alpha, stem_dim, swat_tokens)
-        self.grid = (img_size // patch_size, img_size // patch_size)
+        self.grid = (img_hw[0] // patch_size, img_hw[1] // patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
         # a Python list, not torch.linspace: models are also built on the meta device (param counting)
@@ -126,17 +148,8 @@ class SwatVisionTransformer(TokenClassifier):
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def _embed(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        check_input_size(x.shape[-2], x.shape[-1], self.patch_size, f"a patch-{self.patch_size} model")
-        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
-        pos = self.pos_embed
-        if grid != self.grid:
-            if not self.dynamic_img_size:
-                raise ValueError(
-                    f"input {x.shape[-2]}x{x.shape[-1]} gives a {grid[0]}x{grid[1]} token grid but the model was built "
-                    f"for {self.grid[0]}x{self.grid[1]}: create it with img_size={x.shape[-2]} "
-                    "(weights are resampled on load) or dynamic_img_size=True"
-                )
-            pos = resample_abs_pos_embed(pos, list(grid), list(self.grid), num_prefix_tokens=0)
+        grid = input_grid(x, self.patch_size, f"a patch-{self.patch_size} model")
+        pos = grid_pos_embed(self.pos_embed, grid, self.grid, self.patch_size, self.dynamic_img_size)
         tokens, _ = self.tokenizer(x)
         return self.pos_drop(tokens + pos), grid
 
@@ -201,11 +214,15 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> SwatVisionTransfor
 
 default_cfgs = generate_default_cfgs(
     {
-        "swat_deit_tiny_patch16_224": swat_cfg(),
-        "swat_deit_small_patch16_224": swat_cfg(),
-        "swat_deit_base_patch32_224": swat_cfg(),
-        "swat_deit_micro_patch4_32": swat_cfg(img_size=32, crop_pct=1.0),
-        "deit_micro_patch4_32": swat_cfg(img_size=32, crop_pct=1.0, first_conv="patch_embed.proj"),
+        # fixed_input_size: the model takes its img_size only (pos_embed), unless built with dynamic_img_size
+        # or another img_size (as timm's ViT cfgs say)
+        "swat_deit_tiny_patch16_224": swat_cfg(fixed_input_size=True),
+        "swat_deit_small_patch16_224": swat_cfg(fixed_input_size=True),
+        "swat_deit_base_patch32_224": swat_cfg(fixed_input_size=True),
+        "swat_deit_micro_patch4_32": swat_cfg(img_size=32, crop_pct=1.0, fixed_input_size=True),
+        "deit_micro_patch4_32": swat_cfg(
+            img_size=32, crop_pct=1.0, fixed_input_size=True, first_conv="patch_embed.proj"
+        ),
     }
 )
 

@@ -60,10 +60,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import export
+    from .export import export, export_onnx
 
-    out = export(args.run_dir, args.out, ema=args.ema, overwrite=args.overwrite)
-    print(f"wrote {out}")
+    fmt = args.format or ("onnx" if args.out.endswith(".onnx") else "safetensors")
+    write = export_onnx if fmt == "onnx" else export
+    out = write(args.run_dir, args.out, ema=args.ema, overwrite=args.overwrite)
+    print(f"wrote {out}" + (" (onnxruntime matches PyTorch on a fixed input)" if fmt == "onnx" else ""))
     return 0
 
 
@@ -80,9 +82,12 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("overrides", nargs="*", help="key=value overrides; checkpoint=PATH names the checkpoint")
     ev.set_defaults(func=_eval)
 
-    ex = sub.add_parser("export", help="a run's latest weights as one fp32 .safetensors file timm can load")
+    ex = sub.add_parser(
+        "export", help="a run's latest weights as one fp32 .safetensors file timm can load, or a checked .onnx model"
+    )
     ex.add_argument("run_dir", help="a run folder, its checkpoints folder, or one checkpoint folder")
-    ex.add_argument("out", help="the .safetensors file to write")
+    ex.add_argument("out", help="the file to write: *.safetensors, or *.onnx (needs the `export` extra)")
+    ex.add_argument("--format", choices=("safetensors", "onnx"), help="default: from OUT's extension")
     ex.add_argument("--ema", action="store_true", help="the EMA weights")
     ex.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (refused without)")
     ex.set_defaults(func=_export)

@@ -84,6 +84,8 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
     model = spec.build_model(cfg, env)
     loaders = spec.build_loaders(cfg, model, env)
     flops_per_step = train_flops_per_image(_forward_gmacs(model, loaders.img_size)) * d["global_batch"]
+    if cfg.engine.compile:  # after the fvcore count (a jit trace); in place, so no `_orig_mod.` in checkpoints
+        model.compile()
     engine = Engine(model.to(device), param_groups(model, cfg.optim), cfg, env)
     ema = EMA(engine.local_params(), cfg.ema.decay, engine.release_gathered) if cfg.ema.enabled else None
     ckpt = CheckpointManager(run_dir, cfg.checkpoint, env, engine, ema)

@@ -242,7 +242,7 @@ def test_forward_intermediates_and_pruning_follow_timm():
         feats = model.forward_features(x)
     torch.testing.assert_close(final, feats)
     # norm=True normalises the last stage only (its map is the final features), as timm's Swin does
-    torch.testing.assert_close(inter[-1].flatten(2).transpose(1, 2), feats)
+    torch.testing.assert_close(inter[-1].permute(0, 2, 3, 1), feats)  # features: (B, H, W, C), as timm's Swin
     assert not torch.allclose(plain, inter[-1])
     take = model.prune_intermediate_layers([1])
     assert take == [1] and len(model.layers) == 2 and model.num_classes == 0

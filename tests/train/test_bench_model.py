@@ -20,3 +20,22 @@ def test_bench_pair_reports_both_models_and_ratios():
 def test_bench_refuses_a_model_outside_the_zoo():
     with pytest.raises(ValueError, match="not a SWAT model"):
         bench_pair("resnet50", batch=2)
+
+
+def test_bf16_bench_steps_fp32_master_weights_as_deepspeed_does():
+    """CUDA's regime (tested on CPU): bf16 module, AdamW on fp32 masters, masters rounded back into the module."""
+    import torch
+
+    from swat_dist.train.bench import _MasterWeights
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4).to(torch.bfloat16)
+    opt = _MasterWeights(model)
+    before = [m.clone() for m in opt.masters]
+    model(torch.randn(2, 8, dtype=torch.bfloat16)).float().sum().backward()
+    opt.step()
+    assert all(m.dtype == torch.float32 for m in opt.masters)
+    assert all(not torch.equal(m, b) for m, b in zip(opt.masters, before))  # lr 1e-4: below bf16's resolution
+    for p, m in zip(model.parameters(), opt.masters):
+        assert p.dtype == torch.bfloat16 and p.grad is None
+        assert torch.equal(p, m.to(torch.bfloat16))

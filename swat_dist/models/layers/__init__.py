@@ -1,7 +1,11 @@
-"""SWAT's building blocks: structure-aware tokenization and structure-aware mixing."""
+"""SWAT's building blocks: structure-aware tokenization and structure-aware mixing.
+
+The token-layout helpers are exported from :mod:`.layout` (reshape/permute: scriptable and fx-traceable),
+which computes exactly what :mod:`.structure`'s einops versions do.
+"""
 
 from .conv_mlp import ConvMlpGeneral
-from .structure import (
+from .layout import (
     grid_map,
     map_from_tokens,
     segment_maps,
@@ -12,7 +16,7 @@ from .structure import (
     tokens_from_segment_maps,
 )
 from .structured_linear import StructuredLinear, attention_projections
-from .tokenizer import PatchTokenizer, StructureAwareTokenizer, check_input_size
+from .tokenizer import PatchTokenizer, StructureAwareTokenizer, check_input_size, input_grid
 
 __all__ = [
     "ConvMlpGeneral",
@@ -22,6 +26,7 @@ __all__ = [
     "attention_projections",
     "check_input_size",
     "grid_map",
+    "input_grid",
     "map_from_tokens",
     "segment_maps",
     "token_images",

@@ -4,19 +4,27 @@ Both map images (B, 3, H, W) to tokens (B, N, C) and return the token grid (Hg, 
 family derives its grid from the input instead of assuming 224 px.
 """
 
-from __future__ import annotations
-
 import torch
 from timm.layers import trunc_normal_
+from timm.models import register_notrace_function
 from torch import Tensor, nn
 
-from .structure import tokens_from_map
+from .layout import tokens_from_map
 
 
 def check_input_size(height: int, width: int, multiple: int, what: str) -> None:
     """Fail before any compute when an input side is not a multiple of what the model needs."""
-    if height % multiple or width % multiple:
+    if height % multiple != 0 or width % multiple != 0:
         raise ValueError(f"input {height}x{width} is not valid: {what} needs each side to be a multiple of {multiple}")
+
+
+@torch.fx.wrap  # fx: one graph node that checks the real input size, not a branch on a traced one
+@register_notrace_function  # (timm's tracer reads this list; other modules calling it also fx.wrap the name)
+def input_grid(x: Tensor, multiple: int, what: str) -> tuple[int, int]:
+    """The (H/multiple, W/multiple) grid of image ``x`` (B, C, H, W), after :func:`check_input_size`."""
+    height, width = x.shape[-2], x.shape[-1]
+    check_input_size(height, width, multiple, what)
+    return height // multiple, width // multiple
 
 
 class StructureAwareTokenizer(nn.Module):
@@ -28,6 +36,8 @@ class StructureAwareTokenizer(nn.Module):
     The token count and width equal those of a p x p patchify with p = patch_size, so the cost of
     every later block is unchanged; what changes is that channels keep the patch's layout.
     """
+
+    __constants__ = ["has_stem_norm"]  # TorchScript compiles only the branch this flag takes
 
     def __init__(
         self,
@@ -57,18 +67,18 @@ class StructureAwareTokenizer(nn.Module):
         if self.patch_pos_embed is not None:
             trunc_normal_(self.patch_pos_embed, std=0.02)
         self.act = nn.GELU()
+        self.has_stem_norm = stem_norm
         self.stem_norm = nn.LayerNorm(stem_dim) if stem_norm else nn.Identity()
         self.conv2 = nn.Conv2d(stem_dim, self.segments, k2, stride=s2)
         self.norm = nn.LayerNorm(embed_dim) if token_norm else nn.Identity()
 
     def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        check_input_size(x.shape[-2], x.shape[-1], self.patch_size, "the structure-aware tokenizer")
-        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        grid = input_grid(x, self.patch_size, "the structure-aware tokenizer")
         y = self.conv1(x)
         if self.patch_pos_embed is not None:
             y = y + self.patch_pos_embed.repeat(1, 1, grid[0], grid[1])
         y = self.act(y)
-        if not isinstance(self.stem_norm, nn.Identity):
+        if self.has_stem_norm:
             y = self.stem_norm(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         y = self.conv2(y)
         return self.norm(tokens_from_map(y, self.alpha)), grid
@@ -84,7 +94,6 @@ class PatchTokenizer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim) if token_norm else nn.Identity()
 
     def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        check_input_size(x.shape[-2], x.shape[-1], self.patch_size, "the patch tokenizer")
+        grid = input_grid(x, self.patch_size, "the patch tokenizer")
         y = self.proj(x)
-        grid = (y.shape[-2], y.shape[-1])
         return self.norm(y.flatten(2).transpose(1, 2)), grid
