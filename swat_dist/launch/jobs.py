@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..train.checkpoint_paths import latest_tag, step_of
+from ..train.elastic import changes as elastic_changes
 
 RECORDS = Path("slurm") / "jobs.jsonl"
 FINISHED = {
@@ -118,6 +119,7 @@ def render(run_dir: Path) -> str:
     infos = job_infos(run_dir)
     step = last_step(run_dir)
     lines = [f"run {run_dir}: last step {step if step is not None else '-'}"]
+    lines += [f"world size changed at {change}" for change in elastic_changes(run_dir)]
     lines.append(f"{'JOB':>10}  {'STATE':<12} {'REQUEUES':>8}  {'EXIT':<6} LOG")
     for j in infos:
         lines.append(f"{j.job_id:>10}  {j.state:<12} {j.requeues:>8}  {j.exit_code or '-':<6} {j.stdout}")
@@ -132,12 +134,50 @@ def cancel(run_dir: Path) -> list[str]:
     for j in job_infos(run_dir):
         if j.state in FINISHED:
             continue
-        if j.job_id in local:  # the local executor's controller: SIGTERM ends it and its tasks
-            try:
-                os.kill(int(j.job_id), signal.SIGTERM)
+        if j.job_id in local:  # the local executor's controller: SIGINT ends it and its tasks (submitit's own
+            try:  # cancel; a SIGTERM is forwarded to the tasks, which submitit makes ignore it)
+                os.kill(int(j.job_id), signal.SIGINT)
             except OSError:
                 continue
         else:
             subprocess.run(["scancel", j.job_id], check=True, timeout=30)
         done.append(j.job_id)
     return done
+
+
+# -- sweeps: every element's jobs, from the sweep folder -----------------------------------------------
+
+
+def element_state(run_dir: Path) -> tuple[str, int, str | None]:
+    """(state, requeues over every submission, job id) of one sweep element's latest job."""
+    if not (run_dir / RECORDS).is_file():
+        return ("FINISHED" if (run_dir / "summary.json").is_file() else "NOT SUBMITTED"), 0, None
+    infos = job_infos(run_dir)
+    return infos[-1].state, sum(j.requeues for j in infos), infos[-1].job_id
+
+
+def render_sweep(sweep_dir: Path, elements: list[str]) -> str:
+    """One line per element: its latest job's state, its requeues, the last step it reached."""
+    width = max(len(e) for e in elements)
+    lines = [f"sweep {sweep_dir}: {len(elements)} element(s)",
+             f"{'ELEMENT':<{width}}  {'JOB':>12}  {'STATE':<13} {'REQUEUES':>8}  {'STEP':>6}  SUMMARY"]  # fmt: skip
+    for name in elements:
+        run_dir = sweep_dir / name
+        state, requeues, job_id = element_state(run_dir)
+        step = last_step(run_dir) if run_dir.is_dir() else None
+        done = "yes" if (run_dir / "summary.json").is_file() else "-"
+        lines.append(f"{name:<{width}}  {job_id or '-':>12}  {state:<13} {requeues:>8}  "
+                     f"{step if step is not None else '-':>6}  {done}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def cancel_sweep(sweep_dir: Path, elements: list[str], driver_pid: int | None) -> list[str]:
+    """Cancel every unfinished element (``scancel ARRAY_i`` each: pending elements of an array included).
+
+    ``driver_pid``: the ``swat-dist sweep`` process that runs local elements one after another; it is
+    stopped first, or it would start the next element once the current one is cancelled."""
+    stopped = []
+    if driver_pid is not None and local_state(str(driver_pid)) == "RUNNING":
+        os.kill(driver_pid, signal.SIGTERM)
+        stopped.append(f"sweep driver {driver_pid}")
+    return stopped + [jid for e in elements if (sweep_dir / e / RECORDS).is_file() for jid in cancel(sweep_dir / e)]

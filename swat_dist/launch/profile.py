@@ -19,6 +19,9 @@ from typing import Any, Literal
 from ..config import Config, check_runtime, derived, read_yaml_file
 from ..train.checkpoint_paths import check_model
 from ..train.checkpoint_paths import resolve as resolve_checkpoint
+from ..train.elastic import relayout
+from .container import Container
+from .container import parse as parse_container
 
 Executor = Literal["auto", "slurm", "local"]
 CLUSTERS_DIR = Path(__file__).resolve().parents[2] / "launch" / "clusters"
@@ -45,6 +48,7 @@ class ClusterProfile:
     signal: str = "USR2"  # sent before the time limit / on preemption (NCCL owns USR1)
     signal_lead_s: int = 90
     max_requeues: int = 3  # requeues after a stop signal, counted by SLURM_RESTART_COUNT
+    container: Container | None = None  # run each task in the image: apptainer or pyxis (container.py)
 
 
 def known_profiles(directory: Path = CLUSTERS_DIR) -> list[str]:
@@ -65,6 +69,8 @@ def load_profile(name: str, directory: Path | None = None) -> ClusterProfile:
     for key in raw:
         if key not in allowed:
             raise ValueError(f"{path}: unknown setting {key!r} (allowed: {', '.join(allowed)})")
+    if "container" in raw:
+        raw["container"] = parse_container(raw["container"], str(path))
     profile = ClusterProfile(name=path.stem, source=str(path), **raw)
     _check(profile)
     return profile
@@ -135,6 +141,8 @@ def resolve(
 ) -> Plan:  # fmt: skip
     """Combine config, profile and command line; raise ValueError naming the setting on any mismatch."""
     executor = profile.executor if profile.executor != "auto" else ("slurm" if slurm_available else "local")
+    if executor == "local" and profile.container is not None:
+        raise ValueError(f"{profile.source}: container needs Slurm (tasks enter the image through srun); no Slurm here")
     if executor == "slurm" and not slurm_available:
         raise ValueError(f"{profile.source}: executor slurm, but there is no srun/sbatch here (not a Slurm login node)")
     n = profile.nodes if nodes is None else nodes
@@ -153,7 +161,7 @@ def resolve(
     except ValueError as err:
         raise ValueError(f"{layout}: {err}") from None
     run_dir = Path(derived(cfg, world)["output_dir"]).absolute()
-    _check_resumable(run_dir, cfg.checkpoint.resume, world, layout, cfg.model.name)
+    _check_resumable(run_dir, cfg, world, layout)
     overrides = [*overrides, f"output_dir={run_dir}"]  # the job's cwd may differ from ours; the run dir must not
     return Plan(
         profile=profile, executor=executor, nodes=n, gpus_per_node=g, tasks_per_node=tasks,
@@ -162,19 +170,21 @@ def resolve(
     )  # fmt: skip
 
 
-def _check_resumable(run_dir: Path, resume: str, world: int, layout: str, model: str) -> None:
-    """resume=auto in a run dir whose checkpoint has another world size or model would fail inside the job
-    (after a queue wait): say it now."""
-    if resume != "auto":
+def _check_resumable(run_dir: Path, cfg: Config, world: int, layout: str) -> None:
+    """resume=auto in a run dir whose checkpoint is another model's, or whose global batch ``world`` ranks
+    cannot keep (:func:`~swat_dist.train.elastic.relayout`), would fail inside the job (after a queue
+    wait): say it now. Another world size that keeps it is fine: the job re-derives micro-batch and
+    accumulation and prints them."""
+    if cfg.checkpoint.resume != "auto":
         return
     latest = resolve_checkpoint(run_dir, "auto")
     meta_path = latest / "meta.json" if latest is not None else None
     if latest is None or meta_path is None or not meta_path.is_file():
         return
-    check_model(latest, model)
-    written = json.loads(meta_path.read_text()).get("world_size")
-    if written is not None and written != world:
-        raise ValueError(
-            f"{layout}, but {meta_path.parent} (resumed by checkpoint.resume=auto) was written by {written} ranks: "
-            f"submit with {written} ranks, or start afresh (another output_dir, or checkpoint.resume=none)"
-        )
+    check_model(latest, cfg.model.name)
+    meta = json.loads(meta_path.read_text())
+    if isinstance(meta.get("world_size"), int) and meta["world_size"] != world:
+        try:
+            relayout(cfg, meta, world, latest)
+        except ValueError as err:
+            raise ValueError(f"{layout}, but {err}") from None

@@ -11,8 +11,9 @@ Preemption, step by step (USERS.md 7-8: why others get it wrong):
 3. Rank 0 then calls submitit's handler, which calls :meth:`TrainJob.checkpoint` (this same job: it
    resumes with ``checkpoint.resume=auto``), re-pickles it, runs ``scontrol requeue`` and exits. The other
    ranks wait to be ended by Slurm, so no task writes a result for the interrupted attempt.
-4. The requeued job (same id, same run dir) resumes from that checkpoint. After ``max_requeues`` requeues
-   (``SLURM_RESTART_COUNT``) the job stops with an error instead, its checkpoint intact.
+4. The requeued job (same id, same run dir) resumes from that checkpoint. After ``max_requeues`` of these
+   requeues (counted in the job's pickle; administrator requeues do not count) the job stops with an error
+   instead, its checkpoint intact.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import submitit
 from ..dist import DistEnv, port_from_job, read_env
 from ..train import preempt
 from ..train.checkpoint_paths import resolve
+from .container import python_command, srun_args
 from .profile import Plan
 
 REQUEUE_WAIT_S = 300  # how long ranks > 0 wait for Slurm to end them after rank 0 requeued the job
@@ -49,6 +51,16 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __init__(self, config_files: list[str], overrides: list[str], stop_signal: str, max_requeues: int) -> None:
         self.config_files, self.overrides = config_files, overrides
         self.stop_signal, self.max_requeues = stop_signal, max_requeues
+        self.requeues = 0  # our own preemption requeues: carried in the pickle checkpoint() writes
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # The first code of ours a job task runs (submitit unpickles the job, then installs its own handler,
+        # then calls it): a stop signal from here on sets the flag, and the trainer saves at its first step
+        # boundary. Before it (interpreter start, submitit's import: well under a second) the signal's default
+        # action still ends the task.
+        self.__dict__.update({"requeues": 0, **state})
+        with contextlib.suppress(ValueError):  # signal handlers can only be set in the main thread
+            preempt.install(self.stop_signal)
 
     def __call__(self) -> dict[str, Any]:
         signum = preempt.install(self.stop_signal)  # after submitit installed its own: we keep it to chain
@@ -74,16 +86,19 @@ class TrainJob(submitit.helpers.Checkpointable):
         where = f"stopped by {name} at step {step} after a checkpoint"
         if env.launcher != "slurm":
             raise JobStopped(f"{where}; the local executor does not requeue: submit again to resume")
-        if env.restart_count >= self.max_requeues:
+        # Counted by us, not SLURM_RESTART_COUNT: an administrator's `scontrol requeue` (or a node failure)
+        # restarts the job from the last pickle without passing here, and does not use up max_requeues.
+        if self.requeues >= self.max_requeues:
             raise JobStopped(
-                f"{where}; not requeued: the job was already requeued {env.restart_count} times "
+                f"{where}; not requeued: the job was already requeued {self.requeues} times "
                 f"(max_requeues {self.max_requeues} in the cluster profile); submit again to resume"
             )
         if env.rank != 0:
             time.sleep(REQUEUE_WAIT_S)  # Slurm ends this task when rank 0's requeue takes effect
             raise JobStopped(f"{where}; rank 0 did not requeue the job within {REQUEUE_WAIT_S} s")
         handler = preempt.previous(signum)
-        print(f"[swat-dist] {where}: requeueing (restart {env.restart_count + 1} of at most {self.max_requeues})")
+        self.requeues += 1  # before the handler: submitit's checkpoint() pickles this job for the next attempt
+        print(f"[swat-dist] {where}: requeueing (restart {self.requeues} of at most {self.max_requeues})")
         sys.stdout.flush()
         if callable(handler):
             handler(signum, None)  # submitit: checkpoint() -> re-pickle -> scontrol requeue -> sys.exit
@@ -134,7 +149,16 @@ def slurm_parameters(plan: Plan) -> dict[str, Any]:
     params["setup"] = [*p.setup, *(f"export {k}={shlex.quote(str(v))}" for k, v in env.items())]
     # open-mode=append: a requeued job appends to its logs instead of truncating the attempt that failed
     params["additional_parameters"] = {"open-mode": "append", **{k.replace("_", "-"): v for k, v in p.sbatch.items()}}
+    if p.container is not None and srun_args(p.container, plan.run_dir, plan.config_files):
+        params["srun_args"] = srun_args(p.container, plan.run_dir, plan.config_files)
     return params
+
+
+def task_python(plan: Plan) -> str:
+    """The command that runs each task's Python: this interpreter, or the image's (profile ``container:``)."""
+    c = plan.profile.container
+    return shlex.quote(sys.executable) if c is None else python_command(c, plan.run_dir, plan.config_files,
+                                                                        gpus=plan.gpus_per_node > 0)  # fmt: skip
 
 
 def sbatch_script(plan: Plan) -> str:
@@ -142,7 +166,7 @@ def sbatch_script(plan: Plan) -> str:
     from submitit.slurm import slurm as submitit_slurm
 
     folder = plan.folder / "%j"
-    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    command = " ".join([task_python(plan), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return submitit_slurm._make_sbatch_string(command=command, folder=folder, **slurm_parameters(plan))
 
 
@@ -154,7 +178,9 @@ def make_executor(plan: Plan) -> submitit.AutoExecutor:
         os.environ.update(plan.profile.env)  # the local job is our child: it inherits our environment
         ex.update_parameters(timeout_min=plan.time_min, tasks_per_node=plan.tasks_per_node, nodes=1)
         return ex
-    ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=plan.profile.max_requeues)
+    ex = submitit.AutoExecutor(
+        folder=folder, cluster="slurm", slurm_max_num_timeout=plan.profile.max_requeues, slurm_python=task_python(plan)
+    )
     ex.update_parameters(**{f"slurm_{k}": v for k, v in slurm_parameters(plan).items()})
     return ex
 
@@ -221,3 +247,54 @@ def wait(job: submitit.Job, timeout_s: float | None = None, poll_s: float = 2.0)
         raised = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Stopped|Interrupt)\b", ln)]
         cause = raised[-1] if raised else (lines[0] if lines else type(err).__name__)
         raise JobFailed(f"job {job.job_id} failed ({job.state}): {cause}; log: {errlog}") from err
+
+
+# -- job arrays (swat-dist sweep) ----------------------------------------------------------------------
+
+
+def array_parameters(plan: Plan, count: int, max_parallel: int | None) -> dict[str, Any]:
+    """:func:`slurm_parameters` of one element plus the array throttle (``--array=0-N%K``)."""
+    return {**slurm_parameters(plan), "array_parallelism": min(max_parallel or count, count)}
+
+
+def array_sbatch_script(plan: Plan, count: int, max_parallel: int | None) -> str:
+    """The batch script of a ``count``-element array (submitit's own rendering, its ``--array`` line included).
+
+    ``plan`` is the array's: its ``folder`` (the sweep's ``slurm/``) and job name; the rest is one element's."""
+    from submitit.slurm import slurm as submitit_slurm
+
+    folder = plan.folder / "%j"  # submitit turns %j into %A_%a for an array: one folder per element
+    command = " ".join([task_python(plan), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    params = array_parameters(plan, count, max_parallel)
+    return submitit_slurm._make_sbatch_string(command=command, folder=folder, map_count=count, **params)
+
+
+def submit_array(plan: Plan, elements: list[Plan], max_parallel: int | None) -> list[submitit.Job]:
+    """Submit ``elements`` (same layout, each its own run dir and overrides) as ONE Slurm array; one handle
+    per element, in order (ids ``ARRAY_i``). ``plan``: the array's folder and job name (see above).
+
+    Every element is a :class:`TrainJob`: requeue on preemption works per element (``scontrol requeue
+    ARRAY_i``), and one element's preemption leaves the others alone. A refused sbatch: a one-line ValueError,
+    nothing queued, and this call's leftovers removed from the sweep's ``slurm/`` folder.
+    """
+    if plan.executor != "slurm":
+        raise ValueError("a job array needs Slurm; the local executor runs the elements one after another")
+    before = set(plan.folder.iterdir()) if plan.folder.is_dir() else set()
+    executor = make_executor(plan)
+    if max_parallel:
+        executor.update_parameters(slurm_array_parallelism=max_parallel)
+    fns = [TrainJob(p.config_files, p.overrides, p.profile.signal, p.profile.max_requeues) for p in elements]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            return executor.submit_array(fns)
+    except (submitit.core.utils.FailedJobError, FileNotFoundError) as err:
+        if isinstance(err, FileNotFoundError) and err.filename != "sbatch":
+            raise
+        for leftover in set(plan.folder.iterdir()) - before if plan.folder.is_dir() else set():
+            shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
+        lines = [ln.strip() for ln in (str(err) or printed.getvalue()).splitlines() if ln.strip()]
+        raise ValueError(
+            f"sbatch did not submit the array ({lines[-1] if lines else type(err).__name__}); "
+            "is Slurm configured on this machine (slurm.conf, a reachable slurmctld)? Nothing was submitted"
+        ) from None

@@ -14,8 +14,8 @@ Layout of ``RUN/checkpoints/``::
 A save is collective. After a barrier, i.e. after every rank has finished writing, rank 0 writes the
 manifest and then replaces ``latest`` atomically, so a crash mid-save leaves the previous checkpoint as
 the latest; older tags beyond ``keep_last`` are deleted only after that. A resume takes the newest
-checkpoint that verifies against its manifest (:func:`resume_point`). Resuming on a different world
-size, or as another model, is refused.
+checkpoint that verifies against its manifest (:func:`resume_point`). Resuming as another model is
+refused; resuming on another world size keeps the checkpoint's global batch (:mod:`.elastic`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ..config import CheckpointConfig
 from ..dist import DistEnv
 from ..files import as_if_opened, atomic_write
 from .checkpoint_paths import TAG, check_model, read_meta, resolve, tag_for, write_manifest
-from .ema import EMA
+from .ema import EMA, ema_state
 
 if TYPE_CHECKING:  # the engine imports deepspeed (~7 s): export and eval read checkpoints without it
     from .engine import Engine
@@ -103,24 +103,28 @@ class CheckpointManager:
             shutil.rmtree(self.dir / t, ignore_errors=True)
 
     def load(self, path: Path, config_hash: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Restore engine, EMA and RNG from ``path``; return (this rank's trainer state, meta)."""
+        """Restore engine, EMA and RNG from ``path``; return (this rank's trainer state, meta).
+
+        On another world size than the checkpoint's (the engine built with ``universal`` for ZeRO 1-3, the
+        config re-laid out by :func:`.elastic.relayout`) every rank takes rank 0's trainer, loader and RNG
+        state (they agree across ranks), its loader position re-counted, and its EMA re-cut (:mod:`.elastic`).
+        """
         meta = read_meta(path)
-        if meta["world_size"] != self.env.world_size:
-            raise ValueError(
-                f"checkpoint {path} was written by {meta['world_size']} ranks, this run has {self.env.world_size}: "
-                "DeepSpeed's optimizer shards and the loader position depend on the world size. Resume with "
-                f"{meta['world_size']} ranks, or start a new run from its weights "
-                f"(model.finetune={path / 'model.safetensors'}; for the fp32 master weights of ZeRO 1-3 use "
-                "deepspeed.utils.zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint)"
-            )
+        saved_world = int(meta["world_size"])
         if meta.get("config_hash") != config_hash:
             print(f"[swat-dist] note: resuming {path} written with config {meta.get('config_hash')}, now {config_hash}")
         self.engine.load(str(path.parent), path.name)
-        state = torch.load(path / f"rank{self.env.rank:05d}.pt", weights_only=False)
+        same = saved_world == self.env.world_size
+        state = torch.load(path / f"rank{self.env.rank if same else 0:05d}.pt", weights_only=False)
         if self.ema is not None:
-            if state.get("ema") is None:
+            if same:
+                ema = state.get("ema")
+            else:
+                stage, numels = self.engine.zero_stage, self.engine.local_numels()
+                ema = ema_state(path, saved_world, stage, self.env.world_size, self.env.rank, numels)
+            if ema is None:
                 raise ValueError(f"checkpoint {path} has no EMA state but ema.enabled is true")
-            self.ema.load_state_dict(state["ema"])
+            self.ema.load_state_dict(ema)
         set_rng_state(state.pop("rng"))
         self.last_step = int(meta["step"])
         return state, meta

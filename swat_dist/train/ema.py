@@ -12,7 +12,9 @@ the swap costs one extra copy of the local storage for as long as it lasts. Buff
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,3 +61,35 @@ class EMA:
         self.updates = int(state["updates"])
         for s, v in zip(self.shadow, state["shadow"]):
             s.copy_(v)
+
+
+def _partition(full: torch.Tensor, world: int, rank: int) -> torch.Tensor:
+    """ZeRO-3's split of a flattened parameter: ``ceil(n / world)`` elements per rank, the tail zero-padded."""
+    size = math.ceil(full.numel() / world)
+    padded = torch.zeros(size * world, dtype=full.dtype)
+    padded[: full.numel()] = full
+    return padded[rank * size : (rank + 1) * size].clone()
+
+
+def ema_state(path: Path, saved_world: int, stage: int, world: int, rank: int, numels: list[int]) -> dict[str, Any]:
+    """This rank's EMA state on the new layout, from the rank files in ``path``.
+
+    ZeRO 0-2: every rank's EMA covers the whole model and is the same (the update is elementwise on
+    identical weights), so rank 0's is taken. ZeRO-3: each old rank holds the EMA of its partition; the
+    partitions are joined into the full flat tensors (``numels``: each parameter's element count) and cut
+    again for ``world`` ranks. Cost: every rank reads every rank file once (one fp32 EMA of the model in
+    all, plus the small trainer states).
+    """
+    if stage < 3:
+        ema = torch.load(path / "rank00000.pt", weights_only=False)["ema"]
+        if ema is None:
+            raise ValueError(f"checkpoint {path} has no EMA state but ema.enabled is true")
+        return dict(ema)
+    parts = [torch.load(path / f"rank{r:05d}.pt", weights_only=False)["ema"] for r in range(saved_world)]
+    if any(p is None for p in parts):
+        raise ValueError(f"checkpoint {path} has no EMA state but ema.enabled is true")
+    shadow = []
+    for i, numel in enumerate(numels):
+        full = torch.cat([p["shadow"][i].reshape(-1) for p in parts])[:numel]
+        shadow.append(_partition(full, world, rank))
+    return dict(parts[0], shadow=shadow)

@@ -3,16 +3,21 @@
 It owns the process group (gloo on CPU, nccl on CUDA, from :class:`~swat_dist.dist.DistEnv`), the
 engine built from the generated config (:mod:`.ds_config`) with a client ``torch.optim.AdamW`` (DeepSpeed's
 own Adams JIT-compile ~50 s, PLATFORM.md), and the few things the trainer needs from it: forward,
-backward, step, grad norm, checkpoints, and full fp32 parameters under any ZeRO stage.
+backward, step, grad norm, checkpoints, and full fp32 parameters under any ZeRO stage; and the one
+conversion a resume on another world size needs (:func:`universal_copy`, see :mod:`.elastic`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import deepspeed
@@ -82,10 +87,57 @@ def destroy() -> None:
     _exported.clear()
 
 
-class Engine:
-    """A DeepSpeed engine around ``model`` with a client AdamW over ``groups`` (see :mod:`.optim`)."""
+UNIVERSAL = "universal"  # the universal copy of a ZeRO 1-3 checkpoint: CHECKPOINT/universal/
+# Saved in every checkpoint so that DeepSpeed's converter accepts ZeRO 1/2 ones (PLATFORM.md).
+UNIVERSAL_INFO = {"universal_checkpoint_version": 0.4}
 
-    def __init__(self, model: nn.Module, groups: list[dict[str, Any]], cfg: Config, env: DistEnv) -> None:
+
+def _convert(tag_dir: Path, out: Path) -> str | None:
+    """Run DeepSpeed's converter into a hidden folder, then rename it to ``out``: None, or why it failed.
+
+    The rename is the commit: ``out`` exists only complete, a crash leaves a hidden folder that the next
+    try removes. Cost: one process that imports deepspeed (~7 s) and reads and writes the fp32 weights and
+    both Adam moments once (~3 x 4 bytes x params written, e.g. ~1 GB for DeiT-S).
+    """
+    for stale in tag_dir.glob(f".{UNIVERSAL}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = tag_dir / f".{UNIVERSAL}-{os.getpid()}"
+    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(tag_dir),
+           "--output_folder", str(tmp), "--num_extract_workers", "1", "--num_merge_workers", "1",
+           "--inject_missing_state"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+    if done.returncode != 0:
+        log = tag_dir / f"{UNIVERSAL}-failed.log"
+        log.write_text(done.stdout + done.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"converting {tag_dir} to DeepSpeed's universal format failed ({last}); its output: {log}"
+    os.replace(tmp, out)
+    return None
+
+
+def universal_copy(tag_dir: Path, env: DistEnv) -> Path:
+    """``tag_dir/universal``: the ZeRO 1-3 checkpoint in ``tag_dir`` in DeepSpeed's universal format,
+    which loads at any data-parallel size. Collective: rank 0 converts (once: a later resume reuses the
+    copy), the other ranks wait for it; a failure is a one-line ValueError on every rank."""
+    out = tag_dir / UNIVERSAL
+    why = _convert(tag_dir, out) if env.is_main and not out.is_dir() else None
+    if env.is_main and why is None and not out.is_dir():
+        why = f"DeepSpeed's converter wrote no {out}"
+    why = collectives.broadcast_object(why)
+    if why is not None:
+        raise ValueError(why)
+    return out
+
+
+class Engine:
+    """A DeepSpeed engine around ``model`` with a client AdamW over ``groups`` (see :mod:`.optim`).
+
+    ``universal``: load checkpoints from their universal copy (a resume on another world size)."""
+
+    def __init__(
+        self, model: nn.Module, groups: list[dict[str, Any]], cfg: Config, env: DistEnv, universal: bool = False
+    ) -> None:
         self.env = env
         self.zero_stage = cfg.engine.zero_stage
         o = cfg.optim
@@ -97,6 +149,10 @@ class Engine:
             # forward on those copies, not on the partitions the EMA swaps; 0 partitions them all. Cost:
             # small parameters are all-gathered in every forward too (latency, no extra memory).
             ds_config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+        if universal:
+            ds_config["checkpoint"] = {"load_universal": True}
+        model.universal_checkpoint_info = dict(UNIVERSAL_INFO)  # type: ignore[assignment]  # read at save
+        self.universal = universal
         self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.device = self.ds.device
         self._norm: Tensor | None = None  # stage 0: the last step's norm, read (a host sync) only when logged
@@ -153,9 +209,26 @@ class Engine:
         self.ds.save_checkpoint(directory, tag=tag, save_latest=False)
 
     def load(self, directory: str, tag: str) -> None:
+        """Load checkpoint ``tag`` of ``directory``; with ``universal``, its universal copy (made beforehand
+        by :func:`universal_copy`; stage 0 loads at any world size as it is, PLATFORM.md)."""
+        universal = self.universal and self.zero_stage > 0
+        if universal:
+            directory, tag = str(Path(directory) / tag), UNIVERSAL
+        # DeepSpeed 0.19.8's ZeRO-3 universal load copies the first param group's hyperparameters into every
+        # group (weight_decay 0 of the no-decay group, say, onto the decayed weights): put ours back. They
+        # come from the config, as the checkpoint's did; the lr is set again before every micro-batch.
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         path, _ = self.ds.load_checkpoint(directory, tag=tag, load_lr_scheduler_states=False)
         if path is None:
             raise ValueError(f"DeepSpeed found no checkpoint {tag!r} in {directory}")
+        if universal:
+            for group, saved in zip(self.optimizer.param_groups, groups):
+                group.update(saved)
+
+    def local_numels(self) -> list[int]:
+        """The whole element count of each parameter :meth:`local_params` returns (ZeRO-3: not the partition's)."""
+        params: list[Any] = [p for p in self.module.parameters() if p.requires_grad]
+        return [int(p.ds_numel) if self.zero_stage == 3 else p.numel() for p in params]
 
     def local_params(self) -> list[Tensor]:
         """This rank's trainable parameter storage: full tensors (ZeRO 0-2) or its ZeRO-3 partition."""

@@ -14,10 +14,11 @@ from ..data.loader import seed_everything
 from ..dist import DistEnv
 from ..tasks import build_task
 from ..tracking.choose import make_tracker
+from . import elastic
 from .checkpoint import CheckpointManager, resume_point
 from .checkpoint_paths import read_meta, tag_for
 from .ema import EMA
-from .engine import Engine, destroy, device_for, init_distributed
+from .engine import Engine, destroy, device_for, init_distributed, universal_copy
 from .metrics import MetricsWriter, NullMetrics, finished_summary, peak_flops, train_flops_per_image
 from .optim import param_groups
 from .spec import spec_for
@@ -68,11 +69,28 @@ def run(cfg: Config, env: DistEnv) -> dict[str, Any]:
         destroy()
 
 
+def _elastic(
+    cfg: Config, run_dir: Path, resume_from: Path | None, env: DistEnv, device: Any
+) -> tuple[Config, dict[str, str]]:
+    """On another world size than the checkpoint's: the re-laid-out config (printed in one line) and the
+    tracking param that records the change; else ``cfg`` as it is. Before anything is built."""
+    meta = read_meta(resume_from) if resume_from is not None else None
+    if meta is None or int(meta["world_size"]) == env.world_size:
+        return cfg, {}
+    cfg, line = elastic.relayout(cfg, meta, env.world_size, resume_from)  # type: ignore[arg-type]
+    check_runtime(cfg, env.world_size, device.type)
+    if env.is_main:
+        print(line, flush=True)
+        elastic.record_change(run_dir, meta, env.world_size, cfg)
+    return cfg, elastic.change_note(meta, env.world_size, cfg)
+
+
 def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
-    d = derived(cfg, env.world_size)
-    run_dir = Path(d["output_dir"])
+    run_dir = Path(derived(cfg, env.world_size)["output_dir"])
     # verified, and of this model, before anything is built or the run's config.yaml is replaced
     resume_from = resume_point(run_dir, cfg.checkpoint.resume, cfg.model.name, env)
+    cfg, change = _elastic(cfg, run_dir, resume_from, env, device)
+    d = derived(cfg, env.world_size)
     chash = config_hash(cfg)
     done = _already_finished(run_dir, resume_from, chash, env)
     if done is not None:
@@ -84,16 +102,22 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
     model = spec.build_model(cfg, env)
     loaders = spec.build_loaders(cfg, model, env)
     flops_per_step = train_flops_per_image(_forward_gmacs(model, loaders.img_size)) * d["global_batch"]
+    universal = bool(change) and cfg.engine.zero_stage > 0  # ZeRO 1-3 on another world size: the universal copy
+    if universal:
+        universal_copy(resume_from, env)  # type: ignore[arg-type]
     if cfg.engine.compile:  # after the fvcore count (a jit trace); in place, so no `_orig_mod.` in checkpoints
         model.compile()
-    engine = Engine(model.to(device), param_groups(model, cfg.optim), cfg, env)
+    engine = Engine(model.to(device), param_groups(model, cfg.optim), cfg, env, universal=universal)
     ema = EMA(engine.local_params(), cfg.ema.decay, engine.release_gathered) if cfg.ema.enabled else None
     ckpt = CheckpointManager(run_dir, cfg.checkpoint, env, engine, ema)
     state = TrainState()
     if resume_from is not None:
         rank_state, _ = ckpt.load(resume_from, chash)
         state = TrainState(**rank_state["trainer"])
-        loaders.train.load_state_dict(rank_state["loader"])
+        loader = rank_state["loader"]
+        if change:  # the position counted in the new micro-steps
+            loader = elastic.loader_state(loader, env.world_size * cfg.data.batch_size)
+        loaders.train.load_state_dict(loader)
     tracker = make_tracker(
         cfg, env, run_dir, step=state.step, run_id=state.tracking_run_id, resume_from=resume_from,
         exporter=lambda: _export_weights(run_dir, ema=cfg.ema.enabled),
@@ -102,7 +126,7 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
     # for `swat-dist compare`: parameters, and GFLOPs as fvcore counts them (forward multiply-adds per image)
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
     sizes = {"model_params_m": params_m, "model_gflops": flops_per_step / d["global_batch"] / train_flops_per_image(1)}
-    tracker.log_params({"config_hash": chash, "world_size": env.world_size, **d, **sizes})
+    tracker.log_params({"config_hash": chash, "world_size": env.world_size, **d, **sizes, **change})
     metrics = MetricsWriter(run_dir, tracker, state.step if resume_from else None) if env.is_main else NullMetrics()
     task = build_task(cfg, loaders.augment)
     trainer = Trainer(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -97,19 +98,38 @@ class Trainer:
         train = self.loaders.train
         while self.state.step < self.total_steps and not self.stopped:
             train.set_epoch(self.state.epoch)  # no-op when resuming mid-epoch
-            for images, labels in train:
+            for images, labels in self._epoch_batches():
                 if self._micro_step(images, labels):
                     self._after_step()
                     if self.state.step >= self.total_steps or self._stop_if_asked():
                         break
             if self.stopped:  # leave before the epoch bookkeeping: the resumed run does it, as without a stop
                 break
-            if train.epoch > self.state.epoch or len(train) == 0:  # the epoch's batches are all used
+            used = train.step >= self.steps_per_epoch * self.cfg.engine.grad_accum  # left at its last step
+            if train.epoch > self.state.epoch or used:  # the epoch's batches are all used
                 self.state.epoch += 1
                 every = self.cfg.eval.every_epochs
                 if every and self.state.epoch % every == 0:
                     self.validate()
         self.bar.close()
+
+    def _epoch_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The loader's batches of this epoch up to its last whole optimizer step, then the next epoch.
+
+        With accumulation the loader's micro-steps need not fill whole optimizer steps (25 micro-batches
+        of 4 at accumulation 2): the leftover ones would add their gradients to the next epoch's first
+        step. Cutting them keeps an epoch's optimizer steps the same on every layout of one global batch
+        (:mod:`.elastic`): ``samples // global batch``.
+        """
+        train = self.loaders.train
+        epoch, limit = train.epoch, self.steps_per_epoch * self.cfg.engine.grad_accum
+        if train.step < limit:
+            for batch in train:
+                yield batch
+                if train.step >= limit:
+                    break
+        if train.epoch == epoch:  # stopped at the limit, before the loader's own end of epoch
+            train.set_epoch(epoch + 1)
 
     def _micro_step(self, images: Tensor, labels: Tensor) -> bool:
         """Forward/backward one micro-batch; True when DeepSpeed took an optimizer step."""
@@ -233,7 +253,9 @@ class Trainer:
         start = time.perf_counter()
         rank_state = dict(trainer=asdict(self.state), loader=self.loaders.train.state_dict())
         meta = dict(epoch=self.state.epoch, config_hash=self.config_hash, zero_stage=self.cfg.engine.zero_stage,
-                    tracking_run_id=self.state.tracking_run_id, model=self.cfg.model.name)  # fmt: skip
+                    tracking_run_id=self.state.tracking_run_id, model=self.cfg.model.name,
+                    global_batch=self.d["global_batch"], micro_batch=self.cfg.data.batch_size,
+                    grad_accum=self.cfg.engine.grad_accum)  # fmt: skip
         self.ckpt.save(self.state.step, rank_state, meta)
         self._last_save = time.monotonic()
         self._time_due = False

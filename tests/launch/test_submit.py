@@ -65,14 +65,18 @@ def test_cli_turns_a_bad_profile_into_one_line(capsys):
     assert err.startswith("swat-dist submit: error: --cluster: unknown cluster profile 'nope'") and "\n" not in err
 
 
-def test_resuming_with_another_world_size_is_refused_at_submit(tmp_path):
+def test_a_world_size_that_cannot_keep_the_global_batch_is_refused_at_submit(tmp_path):
     ckpt = tmp_path / "run" / "checkpoints"
     (ckpt / "step_00000005").mkdir(parents=True)
-    (ckpt / "step_00000005" / "meta.json").write_text(json.dumps({"step": 5, "world_size": 4}))
+    meta = ckpt / "step_00000005" / "meta.json"
+    meta.write_text(json.dumps({"step": 5, "world_size": 3, "global_batch": 9}))
     (ckpt / "latest").write_text("step_00000005\n")
-    with pytest.raises(ValueError, match=r"= 2 ranks, but .*step_00000005 .* was written by 4 ranks"):
+    with pytest.raises(ValueError, match=r"= 2 ranks, but .*step_00000005 .*global batch of 9 on 3 ranks; 2 ranks "
+                       r"cannot keep it .*resume on 1, 3, 9 ranks"):  # fmt: skip
         plan(tmp_path / "run")
     assert plan(tmp_path / "run", "checkpoint.resume=none").world_size == 2
+    meta.write_text(json.dumps({"step": 5, "world_size": 4, "global_batch": 8}))  # 2 ranks keep 8: submitted
+    assert plan(tmp_path / "run").world_size == 2
 
 
 def test_time_syntax():

@@ -108,9 +108,7 @@ def test_zero_stage_trains_evaluates_checkpoints_and_exports(stage, tmp_path):
             res = evaluate_checkpoint(load_config([], overrides(out)), str(out), ema=ema)
             assert res is not None and res["samples"] == 6
             assert res["loss"] == pytest.approx(final[key], rel=1e-5, abs=1e-6)
-        # a different world size is refused with a message saying what to do
-        with pytest.raises(Exception, match="written by 2 ranks, this run has 1"):
-            spawn(1, overrides(out, "engine.zero_stage=0"), tmp_path)
+        # another world size resumes with the same global batch: tests/train/test_elastic.py
 
 
 def torchrun(args: list[str], log: Path) -> subprocess.Popen:
