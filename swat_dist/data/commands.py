@@ -67,6 +67,12 @@ def _seg_digits(args: argparse.Namespace) -> int:
     return write_seg_digits(args.dst, train=args.train, val=args.val, size=args.size, seed=args.seed)
 
 
+def _photo_digits(args: argparse.Namespace) -> int:
+    from .photo_digits import write_photo_digits
+
+    return write_photo_digits(args.dst, train=args.train, val=args.val, size=args.size, seed=args.seed)
+
+
 def _synthetic(args: argparse.Namespace) -> int:
     from .synthetic import write_synthetic
 
@@ -128,6 +134,14 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--size", type=int, default=128, help="longest side; each side is drawn in [3/4 size, size]")
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=_seg_digits)
+
+    h = cmds.add_parser("photo-digits", help="a digit pasted on a real photo crop: a classification set to compare on")
+    h.add_argument("dst")
+    h.add_argument("--train", type=int, default=12000, help="training images")
+    h.add_argument("--val", type=int, default=2000, help="validation images")
+    h.add_argument("--size", type=int, default=32, help="side in pixels: 32 or 64")
+    h.add_argument("--seed", type=int, default=0)
+    h.set_defaults(func=_photo_digits)
 
     s = cmds.add_parser("synthetic", help="random JPEGs as an ImageNet-style folder, for throughput work")
     s.add_argument("dst")

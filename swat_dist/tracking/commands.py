@@ -42,6 +42,15 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    if args.sweep or args.parent:  # a sweep's children, aggregated over seeds
+        if args.runs or args.experiment:
+            raise ValueError("--sweep/--parent compare a sweep's own runs: drop --runs/--experiment")
+        from .sweep_compare import compare_sweep
+
+        sweep = Path(args.sweep) if args.sweep else None
+        for path in compare_sweep(sweep, args.parent, args.uri, Path(args.out)):
+            print(f"wrote {path}")
+        return 0
     from .compare import compare
 
     for path in compare(args.uri, args.experiment, args.runs, Path(args.out)):
@@ -64,6 +73,10 @@ def add_tracking_parsers(sub: argparse._SubParsersAction) -> None:
     cmp.add_argument("--experiment", help="every finished run of this experiment (default: MLFLOW_EXPERIMENT_NAME "
                      "or swat_dist)")  # fmt: skip
     cmp.add_argument("--runs", nargs="+", default=[], metavar="ID", help="these run ids instead")
+    which = cmp.add_mutually_exclusive_group()
+    which.add_argument("--sweep", metavar="SWEEP_DIR", help="a sweep's folder: its runs aggregated over seeds, "
+                       "each SWAT model beside its baseline, and Figure 1")  # fmt: skip
+    which.add_argument("--parent", metavar="RUN_ID", help="the same from a sweep's MLflow parent run id")
     cmp.add_argument("--uri", help="tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")
     cmp.add_argument("--out", required=True, help="folder for compare.md, compare.csv and the PNG plots")
     cmp.set_defaults(func=_compare)

@@ -202,9 +202,49 @@ def find_runs(uri: str, experiment: str, run_ids: list[str]) -> list[dict[str, A
             runs = client.search_runs([exp.experiment_id], max_results=1000, order_by=["attributes.start_time ASC"])
     except MlflowException as err:
         raise ValueError(f"{uri}: {err.message}") from None
-    return [
-        {"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status, "start_ms": r.info.start_time,
-         "end_ms": r.info.end_time, "params": dict(r.data.params), "tags": dict(r.data.tags),
-         "metrics": dict(r.data.metrics)}
-        for r in runs
-    ]  # fmt: skip
+    return [_plain(r) for r in runs]
+
+
+def _plain(r: Any) -> dict[str, Any]:
+    return {"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status, "start_ms": r.info.start_time,
+            "end_ms": r.info.end_time, "params": dict(r.data.params), "tags": dict(r.data.tags),
+            "metrics": dict(r.data.metrics)}  # fmt: skip
+
+
+# -- sweeps: one parent run, every element a child (mlflow.parentRunId) ---------------------------------
+
+
+def open_parent(uri: str, experiment: str, run_id: str | None, name: str, artifact_root: Path | None,
+                params: dict[str, str], tags: dict[str, str]) -> str:  # fmt: skip
+    """A sweep's parent run: ``run_id`` continued (a re-run sweep), else a new one; params and tags logged
+    once (params are write-once: a continued parent keeps its first values). Raises ValueError (one line)
+    when the store cannot be reached or refuses, so the sweep stops before anything is queued."""
+    store = MlflowStore(uri, experiment, run_id, name, artifact_root=artifact_root)
+    try:
+        rid = store.open()
+        todo = [Param(k, v) for k, v in params.items() if k not in store.params]
+        tag_list = [RunTag(k, v) for k, v in tags.items()]
+        for i in range(0, max(len(todo), len(tag_list)), MAX_PARAMS_TAGS_PER_BATCH):
+            chunk = slice(i, i + MAX_PARAMS_TAGS_PER_BATCH)
+            store.client.log_batch(rid, params=todo[chunk], tags=tag_list[chunk])
+    except MlflowException as err:
+        raise ValueError(f"MLflow at {uri} refused the sweep's parent run: {err.message}") from None
+    except OSError as err:  # connection refused, a locked or unwritable sqlite file, a timeout
+        raise ValueError(f"MLflow at {uri} cannot be reached for the sweep's parent run ({err})") from None
+    return rid
+
+
+def end_run(uri: str, run_id: str, status: str) -> None:
+    MlflowClient(tracking_uri=uri).set_terminated(run_id, status=status)
+
+
+def find_children(uri: str, parent_id: str) -> list[dict[str, Any]]:
+    """Every live run whose ``mlflow.parentRunId`` is ``parent_id`` (oldest first), as :func:`find_runs` gives."""
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        parent = client.get_run(parent_id)
+        runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'",
+                                  max_results=5000, order_by=["attributes.start_time ASC"])  # fmt: skip
+    except MlflowException as err:
+        raise ValueError(f"{uri}: {err.message}") from None
+    return [_plain(r) for r in runs]

@@ -158,8 +158,9 @@ def open_tracker(cfg: Config, env: DistEnv, run_dir: Path, run_id: str | None, r
         on_open=lambda rid: write_run_id(run_dir, uri, experiment, rid),
     )  # fmt: skip
     sender = Sender(store, where=f"MLflow at {redact_text(uri)}")
-    sender.put(Item("tags", run_tags(cfg, env)))
-    tracker = MlflowTracker(sender, run_dir, uri, experiment, t.flush_timeout_s, run_params(cfg, {}))
+    sweep_tags, sweep_params = sweep_membership(run_dir, uri, experiment)
+    sender.put(Item("tags", {**run_tags(cfg, env), **sweep_tags}))
+    tracker = MlflowTracker(sender, run_dir, uri, experiment, t.flush_timeout_s, run_params(cfg, sweep_params))
     for record in replay:
         tracker.log_metrics(metric_values(record), int(record["step"]))
     tracker.artifacts.append((_redacted_config(cfg, run_dir), None))
@@ -167,6 +168,63 @@ def open_tracker(cfg: Config, env: DistEnv, run_dir: Path, run_id: str | None, r
         tracker.monitor = NodeMonitor(tracker.log_system, node_id(env.node_rank), t.system_metrics_interval_s)
     sender.attempted.wait(t.start_timeout_s)
     return tracker
+
+
+def sweep_membership(run_dir: Path, uri: str, experiment: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(tags, params) that make this run a child of its sweep's parent run: ``mlflow.parentRunId``, the
+    ``swat.sweep_point`` tag and each grid value as a ``sweep.<key>`` param. Read from ``SWEEP/sweep.json``
+    (written by ``swat-dist sweep`` before submitting); nothing for a run outside a sweep, or for a sweep
+    whose parent lives in another store or experiment (a child there would point at a run it cannot see)."""
+    try:
+        manifest = json.loads((run_dir.parent / "sweep.json").read_text())
+        values = manifest["elements"][run_dir.name]
+        where = manifest.get("tracking") or {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}, {}
+    tags = {"swat.sweep": str(manifest.get("name", run_dir.parent.name)),
+            "swat.sweep_point": ",".join(f"{k}={v}" for k, v in values.items())}  # fmt: skip
+    if where.get("parent_run_id") and (where.get("uri"), where.get("experiment")) == (redact_text(uri), experiment):
+        tags["mlflow.parentRunId"] = where["parent_run_id"]
+    return tags, {f"sweep.{k}": str(v) for k, v in values.items()}
+
+
+def open_sweep_parent(cfg: Config, sweep_dir: Path, name: str, grid: list[tuple[str, list[str]]],
+                      run_id: str | None) -> dict[str, str] | None:  # fmt: skip
+    """Open (or continue) a sweep's parent run in the store its elements will log to; None when tracking is off.
+
+    The children find the returned record (uri, experiment, parent_run_id) in ``SWEEP/sweep.json``.
+    Login-node code: mlflow is imported here, only when tracking is on (~1-2 s)."""
+    t = cfg.tracking
+    if t.backend != "mlflow":
+        return None
+    uri, experiment = tracking_uri(t.uri, sweep_dir), experiment_name(t.experiment)  # as each element resolves it
+    check_uri(uri)
+    from .mlflow_store import fail_fast, open_parent
+
+    fail_fast(t.http_timeout_s)
+    local = uri.startswith("sqlite:")
+    params = {f"grid.{k}": param_value(",".join(v)) for k, v in grid}
+    tags = {"swat.sweep": name, "swat.sweep_dir": str(sweep_dir), "swat.sweep_size": str(_size(grid))}
+    rid = open_parent(uri, experiment, run_id, name, sweep_dir / "mlartifacts" if local else None, params, tags)
+    return {"uri": redact_text(uri), "experiment": experiment, "parent_run_id": rid}
+
+
+def end_sweep_parent(cfg: Config, sweep_dir: Path, run_id: str, status: str) -> None:
+    """Mark the parent run ended (the driver waited for every element); a store out of reach: one warning."""
+    from .mlflow_store import end_run
+
+    uri = tracking_uri(cfg.tracking.uri, sweep_dir)
+    try:
+        end_run(uri, run_id, status)
+    except Exception as err:  # mlflow's and the transport's errors alike: the children are done, only a status is lost
+        warn(f"could not mark the sweep's parent run {run_id} {status} in {redact_text(uri)} ({err})")
+
+
+def _size(grid: list[tuple[str, list[str]]]) -> int:
+    n = 1
+    for _, values in grid:
+        n *= len(values)
+    return n
 
 
 class NodeWatch:
