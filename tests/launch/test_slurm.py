@@ -119,8 +119,9 @@ def test_usr2_mid_run_saves_requeues_resumes_and_matches_the_uninterrupted_run(r
 
 def test_external_scontrol_requeue_resumes_from_the_last_periodic_checkpoint(slurm, tmp_path):
     # Longer than the others: after `scontrol requeue` the job runs on for KillWait (5 s) before SIGKILL,
-    # since submitit ignores SIGTERM, and it must still be mid-run when it dies.
-    steps, out = 160, tmp_path / "run"
+    # since submitit ignores SIGTERM, and it must still be mid-run when it dies. 160 steps once ran out
+    # in that window in CI (the micro model trains at ~30 steps/s): 600 leave ~20 s of margin.
+    steps, out = 600, tmp_path / "run"
     job = _launch(plan(out, f"max_steps={steps}", f"sched.epochs={steps}", "checkpoint.every_steps=20"))
     _wait_for_step(out, 25, job)
     _sh("scontrol", "requeue", job.job_id)  # no signal to the job: it is killed and starts over

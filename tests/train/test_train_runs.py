@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import timm
 import torch
@@ -119,6 +120,16 @@ def torchrun(args: list[str], log: Path) -> subprocess.Popen:
                             start_new_session=True)  # fmt: skip
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL torchrun and every process under it at once: torchrun (torch 2.14) starts each rank in a
+    session of its own, so killing torchrun's process group alone would leave the ranks training on."""
+    ranks = psutil.Process(proc.pid).children(recursive=True)
+    for p in [psutil.Process(proc.pid), *ranks]:
+        p.kill()
+    proc.wait(timeout=60)  # torchrun is reaped by Popen (psutil's wait would take its exit status)
+    psutil.wait_procs(ranks, timeout=60)
+
+
 RESUME_STAGES = [int(s) for s in os.environ.get("SWAT_TEST_RESUME_STAGES", "1").split(",")]
 
 
@@ -136,13 +147,13 @@ def test_sigkill_then_resume_auto_gives_identical_losses(stage, tmp_path):
     deadline = time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline:
         if pointer.is_file() and pointer.read_text().strip():
-            os.killpg(proc.pid, signal.SIGKILL)  # the whole launcher + both ranks, mid-training
+            kill_tree(proc)  # the launcher and both ranks, mid-training
             killed_at = int(pointer.read_text().strip().split("_")[1])
             break
         time.sleep(0.01)
     proc.wait(timeout=60)
     assert killed_at is not None and 5 <= killed_at < 40, "the run finished before it could be killed"
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL and max(losses(cut)) < 40, "the ranks trained on after the kill"
     resumed = torchrun(overrides(cut, *steps), tmp_path / "resumed.log")
     assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
     a, b = losses(ref), losses(cut)
