@@ -71,8 +71,10 @@ def _partition(full: torch.Tensor, world: int, rank: int) -> torch.Tensor:
     return padded[rank * size : (rank + 1) * size].clone()
 
 
-def ema_state(path: Path, saved_world: int, stage: int, world: int, rank: int, numels: list[int]) -> dict[str, Any]:
-    """This rank's EMA state on the new layout, from the rank files in ``path``.
+def ema_state(
+    path: Path, saved_world: int, stage: int, world: int, rank: int, numels: list[int]
+) -> dict[str, Any] | None:
+    """This rank's EMA state on the new layout, from the rank files in ``path`` (None: they hold none).
 
     ZeRO 0-2: every rank's EMA covers the whole model and is the same (the update is elementwise on
     identical weights), so rank 0's is taken. ZeRO-3: each old rank holds the EMA of its partition; the
@@ -82,12 +84,10 @@ def ema_state(path: Path, saved_world: int, stage: int, world: int, rank: int, n
     """
     if stage < 3:
         ema = torch.load(path / "rank00000.pt", weights_only=False)["ema"]
-        if ema is None:
-            raise ValueError(f"checkpoint {path} has no EMA state but ema.enabled is true")
-        return dict(ema)
+        return None if ema is None else dict(ema)
     parts = [torch.load(path / f"rank{r:05d}.pt", weights_only=False)["ema"] for r in range(saved_world)]
     if any(p is None for p in parts):
-        raise ValueError(f"checkpoint {path} has no EMA state but ema.enabled is true")
+        return None
     shadow = []
     for i, numel in enumerate(numels):
         full = torch.cat([p["shadow"][i].reshape(-1) for p in parts])[:numel]

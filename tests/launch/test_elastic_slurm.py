@@ -12,7 +12,7 @@ from swat_dist.cli import main
 from swat_dist.launch.submit import JobFailed, wait
 
 from .test_slurm import STEPS, _final_state, _launch, _sh, _wait_for_step
-from .tiny import losses, plan
+from .tiny import losses, plan, profile_with
 
 
 @pytest.mark.slow
@@ -20,10 +20,7 @@ def test_a_preempted_two_node_job_resubmitted_on_one_node_trains_on_the_same(slu
     ref = tmp_path / "ref"
     assert wait(_launch(plan(ref)), timeout_s=300)["world_size"] == 2
     # max_requeues 0: the preempted job saves and stops instead of requeueing itself on 2 nodes
-    profile = tmp_path / "no-requeue.yaml"
-    profile.write_text(
-        (Path(__file__).parents[2] / "launch/clusters/local-test.yaml").read_text() + "max_requeues: 0\n"
-    )
+    profile = profile_with(tmp_path, "no-requeue", "max_requeues: 0")
     out = tmp_path / "run"
     job = _launch(plan(out, cluster=str(profile)))
     _wait_for_step(out, 5, job)

@@ -17,7 +17,7 @@ from swat_dist.cli import main
 from swat_dist.launch import jobs
 from swat_dist.launch.submit import JobFailed, submit, wait
 
-from .tiny import losses, plan
+from .tiny import losses, plan, profile_with
 
 STEPS = 40
 
@@ -138,10 +138,7 @@ def test_external_scontrol_requeue_resumes_from_the_last_periodic_checkpoint(slu
 
 
 def test_requeue_bound_stops_with_a_clear_error_and_a_checkpoint(slurm, tmp_path):
-    profile = tmp_path / "bounded.yaml"
-    profile.write_text(
-        (Path(__file__).parents[2] / "launch/clusters/local-test.yaml").read_text() + "max_requeues: 0\n"
-    )
+    profile = profile_with(tmp_path, "bounded", "max_requeues: 0")
     out = tmp_path / "run"
     job = _launch(plan(out, cluster=str(profile)))
     _wait_for_step(out, 3, job)

@@ -34,3 +34,11 @@ def losses(run_dir: Path) -> dict[int, float]:
     train = [r for r in rows if "train/loss" in r]
     assert len({r["step"] for r in train}) == len(train), "a step was logged twice"
     return {r["step"]: r["train/loss"] for r in train}
+
+
+def profile_with(tmp_path: Path, name: str, *lines: str) -> Path:
+    """The local-test cluster profile with ``lines`` appended (``max_requeues: 0``, say) as ``tmp_path/name.yaml``."""
+    path = tmp_path / f"{name}.yaml"
+    base = (Path(__file__).parents[2] / "launch/clusters/local-test.yaml").read_text()
+    path.write_text(base + "".join(f"{line}\n" for line in lines))
+    return path
