@@ -73,7 +73,7 @@ def _dilate(mask_HW: np.ndarray) -> np.ndarray:
     return out
 
 
-def _crop(rng: np.random.Generator, photo: np.ndarray, h: int, w: int) -> np.ndarray:
+def crop_photo(rng: np.random.Generator, photo: np.ndarray, h: int, w: int) -> np.ndarray:
     """A random crop of ``photo`` (zoomed 1x-3x out), resized to ``h x w``, flipped half the time."""
     ph, pw = photo.shape[:2]
     scale = rng.uniform(1.0, max(1.0, min(ph / h, pw / w, 3.0)))
@@ -84,11 +84,16 @@ def _crop(rng: np.random.Generator, photo: np.ndarray, h: int, w: int) -> np.nda
     return rgb[:, ::-1] if rng.random() < 0.5 else rgb
 
 
+def glyph_alpha(ink_88: np.ndarray, side: int) -> np.ndarray:
+    """An 8x8 glyph's ink upscaled to ``side x side`` as an opacity in [0, 1]: a soft edge, 0.5 at ink 0.5."""
+    ink = np.asarray(Image.fromarray(ink_88).resize((side, side), Image.Resampling.BILINEAR))
+    return np.clip((ink - 0.25) * 2.0, 0.0, 1.0)
+
+
 def _paste(rng: np.random.Generator, rgb: np.ndarray, mask: np.ndarray, ink_88: np.ndarray, digit: int) -> None:
     h, w = mask.shape
     side = int(rng.integers(max(8, min(h, w) // 4), max(9, min(h, w) // 2 + 1)))
-    ink = np.asarray(Image.fromarray(ink_88).resize((side, side), Image.Resampling.BILINEAR))
-    alpha = np.clip((ink - 0.25) * 2.0, 0.0, 1.0)  # soft edge; 0.5 at ink 0.5
+    alpha = glyph_alpha(ink_88, side)
     stroke = alpha >= 0.5
     band = (_dilate(stroke) | (alpha > 0)) & ~stroke
     y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
@@ -112,7 +117,7 @@ def compose(
     classification "photo-digits" set can reuse this and take the digit of the largest stroke area.
     """
     h, w = (int(v) for v in rng.integers(3 * size // 4, size + 1, 2))
-    rgb = _crop(rng, photos[int(rng.integers(len(photos)))], h, w).copy()
+    rgb = crop_photo(rng, photos[int(rng.integers(len(photos)))], h, w).copy()
     mask = np.full((h, w), BACKGROUND, np.uint8)
     for _ in range(int(rng.integers(digits[0], digits[1] + 1))):
         i = int(rng.integers(len(glyphs.digit)))

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from swat_dist.cli import main
-from swat_dist.data.photo_digits import compose
+from swat_dist.data.photo_digits import PHOTO_GAIN, compose
 from swat_dist.data.seg_digits import load_glyphs, load_photos
 
 
@@ -35,6 +35,9 @@ def test_the_label_is_the_pasted_digit_and_a_photo_is_behind_it():
         assert digit == same and np.array_equal(rgb, again)  # the seed alone fixes the image
         assert rgb.shape == (32, 32, 3) and 0 <= digit <= 9
         assert rgb.reshape(-1, 3).std(0).max() > 5  # not a flat card: photo texture and a stroke
+        # the recipe that micro models can read (module doc): a full-value digit on a photo at half brightness
+        bright = rgb.max(-1) > 255 * PHOTO_GAIN + 1
+        assert rgb.max() == 255 and 0.03 < bright.mean() < 0.5, bright.mean()
 
 
 def test_writing_twice_gives_the_same_bytes_and_splits_paste_disjoint_digits(tmp_path):
