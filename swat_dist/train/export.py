@@ -53,13 +53,7 @@ def export(source: str | Path, out: str | Path, ema: bool = False, overwrite: bo
     readable like any file (0644 under the usual umask). ``overwrite=False`` (``swat-dist export``
     without ``--overwrite``) refuses an existing ``out``; the run's own exports replace theirs.
     """
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise ValueError(f"{out}: the export is a .safetensors file (name it *.safetensors)")
-    if out.is_dir():
-        raise ValueError(f"{out}: is a folder; name the .safetensors file to write")
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out}: exists already; --overwrite replaces it")
+    out = _check_out(out, ".safetensors", "the export", overwrite)
     state = {k: v.float().contiguous() for k, v in load_file(str(weights_file(source, ema))).items()}
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -80,13 +74,7 @@ def export_onnx(source: str | Path, out: str | Path, ema: bool = False, overwrit
     another batch size than the one exported with, and only if it gives PyTorch's output within
     :data:`ONNX_TOLERANCE` does the file become ``out``; otherwise one line says what differed and nothing is left.
     """
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise ValueError(f"{out}: an ONNX export is a .onnx file (name it *.onnx)")
-    if out.is_dir():
-        raise ValueError(f"{out}: is a folder; name the .onnx file to write")
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out}: exists already; --overwrite replaces it")
+    out = _check_out(out, ".onnx", "an ONNX export", overwrite)
     file = weights_file(source, ema)
     model, size = _model_of(file)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -160,6 +148,18 @@ def check_onnx(path: Path, model: torch.nn.Module, x: torch.Tensor) -> None:
             f"onnxruntime's output differs from PyTorch's by up to {diff:.3g} (tolerance {ONNX_TOLERANCE:g}) "
             f"on a fixed {tuple(x.shape)} input"
         )
+
+
+def _check_out(out: str | Path, suffix: str, what: str, overwrite: bool) -> Path:
+    """``out`` as a Path, or one line saying why an export may not be written there."""
+    out = Path(out)
+    if out.suffix != suffix:
+        raise ValueError(f"{out}: {what} is a {suffix} file (name it *{suffix})")
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; name the {suffix} file to write")
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out}: exists already; --overwrite replaces it")
+    return out
 
 
 def _why(err: OSError | SafetensorError) -> str:
