@@ -1,7 +1,8 @@
 """``swat-dist compare --sweep SWEEP`` / ``--parent RUN_ID``: a sweep's children aggregated over seeds.
 
 The runs are the parent's children in MLflow (``mlflow.parentRunId``); each is grouped by its grid values
-(the ``sweep.<key>`` params) without the seed. Per group: n, and mean +- sample std (n - 1) of the best and
+(the ``sweep.<key>`` params) without the seed; only FINISHED runs count (the others are named on stderr). Per
+group: n, and mean +- sample std (n - 1) of the best and
 final top-1 (EMA too; mIoU for segmentation runs), params, GFLOPs, images/s and wall time. Each SWAT group
 is set beside its baseline group (same other grid values, model ``swat_X`` -> ``X``): the difference of the
 means and whether it exceeds the seed noise, taken as two standard errors of the difference,
@@ -19,6 +20,7 @@ import csv
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +81,14 @@ def collect(uri: str, parent: str) -> list[dict[str, Any]]:
     runs = mlflow_store.find_children(uri, parent)
     if not runs:
         raise ValueError(f"parent run {parent} in {uri} has no child runs (yet)")
+    # a running element's "final" value is only its latest, and a failed one's is no result: compare finished runs
+    unfinished = [r for r in runs if r.get("status") != "FINISHED"]
+    runs = [r for r in runs if r.get("status") == "FINISHED"]
+    if unfinished:
+        which = ", ".join(f"{r.get('name') or r['run_id']} ({r.get('status')})" for r in unfinished)
+        print(f"compare --sweep: left out {len(unfinished)} child run(s) not FINISHED: {which}", file=sys.stderr)
+    if not runs:
+        raise ValueError(f"parent run {parent} in {uri} has no FINISHED child runs (yet)")
     out = []
     for run in runs:
         curves = {k: mlflow_store.history(uri, run["run_id"], k) for k in KEYS if k in run["metrics"]}

@@ -1,6 +1,7 @@
 """`swat-dist compare --sweep` on fixture runs in a real (sqlite) MLflow store: the children of one parent,
 grouped over seeds, give the means and sample stds numpy computes from the logged values; SWAT is set
-beside its baseline with the difference and the seed-noise verdict; other runs are left out."""
+beside its baseline with the difference and the seed-noise verdict; other runs, and children not FINISHED
+(running or failed), are left out."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ MODELS = {"swat_deit_micro_patch4_32": (0.48, 0.036), "deit_micro_patch4_32": (0
 SEEDS = (0, 1, 2)
 
 
-def _child(client, exp_id, parent, model, seed, curve, ema):
+def _child(client, exp_id, parent, model, seed, curve, ema, status="FINISHED"):
     params, gflops = MODELS[model]
     run = client.create_run(exp_id, run_name=f"sw/{model}-{seed}",
                             tags={"mlflow.parentRunId": parent, "swat.model": model} if parent else {})  # fmt: skip
@@ -31,7 +32,8 @@ def _child(client, exp_id, parent, model, seed, curve, ema):
                      metrics=[*(Metric("val/top1", v, 0, s) for s, v in curve),
                               *(Metric("val_ema/top1", v, 0, s) for s, v in ema),
                               Metric("throughput/images_per_sec", 100.0 + seed, 0, 10)])  # fmt: skip
-    client.set_terminated(rid, "FINISHED")
+    if status != "RUNNING":
+        client.set_terminated(rid, status)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,9 @@ def sweep(tmp_path_factory):
             v["ema_final"].append(ema[-1][1])
     _child(client, exp_id, None, "deit_micro_patch4_32", 9, [(10, 99.0)], [(10, 99.0)])  # not a child
     _child(client, exp_id, other, "deit_micro_patch4_32", 8, [(10, 1.0)], [(10, 1.0)])  # another sweep's
+    # this sweep's, not (yet) results: an element still running and one that failed
+    _child(client, exp_id, parent, "deit_micro_patch4_32", 3, [(10, 99.0)], [(10, 99.0)], status="RUNNING")
+    _child(client, exp_id, parent, "swat_deit_micro_patch4_32", 4, [(10, 1.0)], [(10, 1.0)], status="FAILED")
     manifest = {"name": "sw", "grid": [], "elements": {}, "tracking": {"uri": uri, "experiment": "exp",
                                                                        "parent_run_id": parent}}  # fmt: skip
     (tmp_path / "sw" / "sweep.json").write_text(json.dumps(manifest))
@@ -72,7 +77,9 @@ def _read(path):
 
 def test_groups_hold_the_mean_and_sample_std_over_seeds(sweep, tmp_path, capsys):
     folder, _, _, logged = sweep
-    assert main(["compare", "--sweep", str(folder), "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    assert main(["compare", "--sweep", str(folder), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "left out 2 child run(s) not FINISHED: sw/deit_micro_patch4_32-3 (RUNNING), " in err, err
     groups = {g["model"]: g for g in _read(tmp_path / "out" / "sweep_groups.csv")}
     assert set(groups) == set(MODELS)  # the loose run and the other sweep's child are not here
     for model, values in logged.items():
