@@ -15,10 +15,11 @@ EMA (:func:`.ema.ema_state`: identical on every rank under ZeRO 0-2, re-partitio
 No torch here: ``swat-dist submit`` checks a world-size change with :func:`relayout` on a login node. The lr
 schedule is a function of the optimizer step, which the trainer state carries.
 
-ZeRO-3 checkpoints are refused on another world size for now: DeepSpeed 0.19.8 converts and loads them
-with the fp32 weights and both Adam moments exactly right (checked element by element), yet the run then
-drifts from the uninterrupted one (3e-5 in the loss one step after the resume, 1e-3 after five); the
-cause inside DeepSpeed's ZeRO-3 universal load is not found. ``SWAT_ELASTIC_ZERO3=1`` allows it.
+ZeRO-3 continues exactly too. DeepSpeed 0.19.8's ZeRO-3 universal load restores the fp32 weights and both
+Adam moments element by element, but gives every param group's flat partition one shared ``step`` tensor,
+which ZeRO-3's per-group optimizer steps then advance once per group (the drift ZeRO-3 was once refused
+for: 3e-5 in the loss one step after the resume, 1e-3 after five); :meth:`.engine.Engine.load` gives each
+partition its own again, as it puts back each group's hyperparameters.
 
 What is not the same: the order in which floating-point sums run (micro-batch means, then a mean over
 micro-steps and ranks), so losses agree to ~1e-6 in fp32, not bit for bit; and randomness drawn on the
@@ -30,16 +31,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ..config import Config
 from ..config_types import ConfigError
-
-# ZeRO-3 across world sizes: measured to drift (README "Resume"); SWAT_ELASTIC_ZERO3=1 lets it run, to
-# re-measure (tests/train/test_elastic.py) on a newer DeepSpeed.
-ZERO3_ALLOWED = os.environ.get("SWAT_ELASTIC_ZERO3") == "1"
 
 
 def divisors(n: int) -> list[int]:
@@ -61,13 +57,6 @@ def relayout(cfg: Config, meta: dict[str, Any], world: int, where: Path) -> tupl
     ValueError (one line) when ``world`` does not divide G, or no micro-batch is accepted.
     """
     saved, global_batch = int(meta["world_size"]), saved_global_batch(meta, cfg)
-    if int(meta.get("zero_stage", cfg.engine.zero_stage)) == 3 and not ZERO3_ALLOWED:
-        raise ValueError(
-            f"checkpoint {where} is a ZeRO-3 checkpoint of {saved} ranks: it cannot continue on {world} yet "
-            f"(DeepSpeed 0.19.8's universal load restores its state exactly, but training then drifts from "
-            f"the uninterrupted run, 1e-3 in the loss within 5 steps): resume on {saved} ranks, or start a new "
-            f"run from its weights (model.finetune={where / 'model.safetensors'})"
-        )
     if global_batch % world:
         keep = ", ".join(str(k) for k in divisors(global_batch))
         raise ValueError(

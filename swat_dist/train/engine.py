@@ -224,6 +224,16 @@ class Engine:
         if universal:
             for group, saved in zip(self.optimizer.param_groups, groups):
                 group.update(saved)
+            # The same DeepSpeed load also gives every flat fp32 partition (one per param group) ONE shared
+            # tensor as Adam's ``step``; ZeRO-3 steps each partition with its own optimizer.step(), and
+            # torch's AdamW increments ``step`` in place, so with 2 groups the count grew by 2 per optimizer
+            # step and the bias correction 1 - beta^t was wrong from the first step after the resume (the
+            # ZeRO-3 drift of issue 17: tests/train/test_elastic.py measured 1.6e-5 in the loss one step after
+            # the first update, up to 3.7e-2 in 40 steps; 0 with this). One tensor per partition, as a fresh or
+            # same-size load has; harmless where none is shared (ZeRO 1/2 load one step per parameter).
+            for state in self.optimizer.state.values():
+                if isinstance(state.get("step"), Tensor):
+                    state["step"] = state["step"].clone()
 
     def local_numels(self) -> list[int]:
         """The whole element count of each parameter :meth:`local_params` returns (ZeRO-3: not the partition's)."""
