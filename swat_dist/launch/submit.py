@@ -78,6 +78,10 @@ class TrainJob(submitit.helpers.Checkpointable):
             print(f"[swat-dist] job {env.job_id} attempt {env.restart_count + 1}: {start}", flush=True)
         summary = run(cfg, env)
         if not summary.get("stopped"):
+            if env.is_main and cfg.tracking.backend == "mlflow" and summary.get("run_dir"):
+                from .sweep_submit import end_parent_when_all_done
+
+                end_parent_when_all_done(cfg, Path(summary["run_dir"]))
             return summary
         return self._requeue(env, signum, int(summary["steps"]))
 

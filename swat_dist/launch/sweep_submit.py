@@ -9,6 +9,7 @@ element's tracker reads it when the job starts; the array ids are added once sba
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -57,6 +58,31 @@ def _end_parent(sweep: SweepPlan, tracking: dict[str, str] | None, failed: list[
     from ..tracking.tracker import end_sweep_parent
 
     end_sweep_parent(sweep.base, sweep.sweep_dir, tracking["parent_run_id"], "FAILED" if failed else "FINISHED")
+
+
+def end_parent_when_all_done(cfg: Any, run_dir: Path) -> None:
+    """Called by an element that has just finished: when every element of its sweep has, end the parent run.
+
+    A sweep submitted without ``--wait`` has no driver left to do it, so the last element to finish does;
+    each writes its own summary.json first, so the last one sees all of them (two at once: both end it,
+    which is harmless). A sweep with a failed element stays RUNNING until that element is re-run."""
+    sweep_dir = run_dir.parent
+    manifest = read_manifest(sweep_dir) or {}
+    parent = (manifest.get("tracking") or {}).get("parent_run_id")
+    if not parent or run_dir.name not in manifest.get("elements", {}):
+        return
+    if all(_ran_to_the_end(sweep_dir / name) for name in manifest["elements"]):
+        from ..tracking.tracker import end_sweep_parent
+
+        end_sweep_parent(cfg, sweep_dir, parent, "FINISHED")
+
+
+def _ran_to_the_end(run_dir: Path) -> bool:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and "stopped" not in summary
 
 
 def _record(e: Element, job: Any) -> None:

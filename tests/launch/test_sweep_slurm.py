@@ -1,7 +1,8 @@
 """A 2-element sweep as one job array on the real private Slurm (conftest.py), tracked by a real MLflow
 server: one element is stopped by USR2 mid-run, requeued and resumed while the other runs on untouched;
 the sweep ends with a FINISHED parent run and exactly two FINISHED children (one run per element across
-its requeue). Run it under `flock /tmp/swat-slurm.lock` (the private Slurm is one per machine)."""
+its requeue). Submitted without --wait, as users do: the driver returns at once and the last element to
+finish ends the parent run. Run it under `flock /tmp/swat-slurm.lock` (the private Slurm is one per machine)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,13 @@ def _step(run_dir) -> int:
     return max(losses(run_dir), default=0) if (run_dir / "metrics.jsonl").is_file() else 0
 
 
+def _finished(run_dir) -> bool:
+    try:
+        return "stopped" not in json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def test_array_sweep_preempted_element_resumes_alone_parent_and_two_children(slurm, tmp_path, capsys):
     server = Server(tmp_path)
     server.start()
@@ -43,7 +51,7 @@ def test_array_sweep_preempted_element_resumes_alone_parent_and_two_children(slu
         args += ["tracking.backend=mlflow", f"tracking.uri={server.uri}", "tracking.system_metrics=false",
                  "tracking.experiment=sweep_test"]  # fmt: skip
         rc: list[int] = []
-        cmd = ["sweep", "--cluster", "local-test", "--nodes", "1", "--grid", "seed=0,1", "--wait", *args]
+        cmd = ["sweep", "--cluster", "local-test", "--nodes", "1", "--grid", "seed=0,1", *args]
         driver = threading.Thread(target=lambda: rc.append(main(cmd)))
         driver.start()
         _wait(lambda: (sweep / "sweep.json").is_file() and len(json.loads((sweep / "sweep.json").read_text())
@@ -57,8 +65,9 @@ def test_array_sweep_preempted_element_resumes_alone_parent_and_two_children(slu
         _wait(lambda: _step(first) >= 5, "element 0 at step 5")
         _sh("scancel", "--signal=USR2", job0)  # preempt element 0 only
         _start_when_requeued(job0)
-        driver.join(timeout=300)
+        driver.join(timeout=60)  # no --wait: it returned once the array was queued
         assert not driver.is_alive() and rc == [0], capsys.readouterr().err[-3000:]
+        _wait(lambda: all(_finished(d) for d in (first, second)), "both elements finished", 300)
 
         for run_dir in (first, second):  # both complete, every step once (the resumed one continued)
             assert sorted(losses(run_dir)) == list(range(1, STEPS + 1))
@@ -70,7 +79,7 @@ def test_array_sweep_preempted_element_resumes_alone_parent_and_two_children(slu
         assert f"{job0}  COMPLETED            1      {STEPS}" in listing, listing
 
         parent = manifest["tracking"]["parent_run_id"]
-        assert mlflow_store.run_info(server.uri, parent)["status"] == "FINISHED"
+        _wait(lambda: mlflow_store.run_info(server.uri, parent)["status"] == "FINISHED", "the parent ended", 60)
         children = mlflow_store.find_children(server.uri, parent)
         assert len(children) == 2 and {c["status"] for c in children} == {"FINISHED"}
         by_seed = {c["params"]["sweep.seed"]: c for c in children}
