@@ -152,7 +152,7 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
         "val_set_size": loaders.val.num_samples,
         "skipped_batches": state.skipped,
         "images_per_sec": (state.step - first_step) * d["global_batch"] / max(train_wall, 1e-9),
-        "wall_time_s": time.perf_counter() - start,
+        "wall_time_s": trainer.elapsed_s(),  # every attempt's, not only this one's
         "world_size": env.world_size,
         "config_hash": chash,
         "run_dir": str(run_dir),

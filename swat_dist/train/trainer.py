@@ -52,6 +52,9 @@ class TrainState:
     skipped: int = 0  # non-finite micro-batches skipped in total
     val_step: int = -1  # the step of the last evaluation
     tracking_run_id: str | None = None
+    # wall seconds of the earlier attempts, each up to its last checkpoint (summary.json's wall_time_s adds
+    # the last attempt's): a run requeued twice reports its whole time, not its last attempt's
+    elapsed_s: float = 0.0
 
 
 def step_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
@@ -87,6 +90,7 @@ class Trainer:
                             every=self.cfg.progress_every, interval_s=None, rate_scale=self.d["global_batch"],
                             rate_unit="img")  # fmt: skip
         self._ready: float = time.perf_counter()  # when the previous micro-batch finished
+        self._attempt = (time.perf_counter(), self.state.elapsed_s)  # this attempt's start, and the time before it
         self._reset_window()
         self._time_due = False
         self._bad_in_row = 0
@@ -249,8 +253,14 @@ class Trainer:
         val, device = self.loaders.val, self.engine.device
         return evaluate(self.engine.forward, val, self.task, device, show=self.env.is_main, desc=desc)
 
+    def elapsed_s(self) -> float:
+        """Wall seconds of this run so far, over every attempt (each earlier one up to its last checkpoint)."""
+        t0, before = self._attempt
+        return before + time.perf_counter() - t0
+
     def save(self) -> None:
         start = time.perf_counter()
+        self.state.elapsed_s = self.elapsed_s()
         rank_state = dict(trainer=asdict(self.state), loader=self.loaders.train.state_dict())
         meta = dict(epoch=self.state.epoch, config_hash=self.config_hash, zero_stage=self.cfg.engine.zero_stage,
                     tracking_run_id=self.state.tracking_run_id, model=self.cfg.model.name,

@@ -1,5 +1,6 @@
 """Ctrl-C and ``kill`` stop ``swat-dist train`` like a preemption: one checkpoint at the next step, one line
-saying where, exit 130 / 143, no traceback; the same command resumes there. A second Ctrl-C exits at once."""
+saying where, exit 130 / 143, no traceback; the same command resumes there, and its summary's wall time
+counts both attempts. A second Ctrl-C exits at once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from .test_train_runs import ROOT, losses, overrides
 
@@ -56,12 +58,16 @@ def test_a_stop_signal_saves_once_says_where_and_the_same_command_resumes(sig, c
     assert (out / "checkpoints" / "latest").read_text().strip() == f"step_{step:08d}"
     assert str(out / "checkpoints" / f"step_{step:08d}") in line
     assert not (out / "summary.json").exists()  # stopped, not finished
+    saved = torch.load(out / "checkpoints" / f"step_{step:08d}" / "rank00000.pt", weights_only=False)
+    first_attempt_s = saved["trainer"]["elapsed_s"]
+    assert first_attempt_s > 0
     done = subprocess.run([sys.executable, "-m", "swat_dist", "train", *_args(out, f"max_steps={step + 2}")],
                           cwd=ROOT, capture_output=True, text=True, timeout=180)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(losses(out)) == list(range(1, step + 3))  # continued at step + 1, nothing repeated
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == step + 2 and f"last checkpoint: {summary['checkpoint']}" in done.stdout
+    assert summary["wall_time_s"] > first_attempt_s  # both attempts' time, not only the last one's
 
 
 SECOND_CTRL_C = """
