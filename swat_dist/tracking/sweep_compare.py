@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -177,12 +178,13 @@ def figure(groups: list[dict[str, Any]], metric: str) -> Figure:
     for ax, (x, xlabel) in zip(fig.subplots(1, 2), (("gflops", "GFLOPs (fvcore, forward, per image)"),
                                                     ("params_m", "parameters (M)"))):  # fmt: skip
         usable = [g for g in groups if g[f"{x}_mean"] is not None and g[f"{stem}_mean"] is not None]
-        for g in usable:
-            pos = (g[f"{x}_mean"], g[f"{stem}_mean"])
+        points = [(g[f"{x}_mean"], g[f"{stem}_mean"]) for g in usable]
+        for g, pos, lift in zip(usable, points, _label_rows(points)):
             swat = g["variant"] == "swat"
             ax.errorbar(*pos, yerr=g[f"{stem}_std"] or 0, fmt="o" if swat else "s", capsize=3,
                         color="tab:red" if swat else "tab:blue", zorder=3)  # fmt: skip
-            ax.annotate(f"{g['group']} (n={g['n']})", pos, fontsize=7, xytext=(5, 5), textcoords="offset points")
+            ax.annotate(f"{short_name(g['group'])} (n={g['n']})", pos, fontsize=7, xytext=(6, 4 - 9 * lift),
+                        textcoords="offset points", va="center")  # fmt: skip
         for s in usable:
             base = next((b for b in usable if b["variant"] == "baseline" and b["model"] == pair_key(s["model"])
                          and b["other"] == s["other"] and s["variant"] == "swat"), None)  # fmt: skip
@@ -195,6 +197,31 @@ def figure(groups: list[dict[str, Any]], metric: str) -> Figure:
         ax.grid(alpha=0.3)
     fig.suptitle("baseline (blue square) -> SWAT (red circle); error bars: std over seeds", fontsize=9)
     return fig
+
+
+def short_name(group: str) -> str:
+    """A plot label: the model name without its patch/window/resolution tail (swat_deit_micro_patch4_32 ->
+    swat_deit_micro); any other grid values of the group stay."""
+    return re.sub(r"_patch\d+(_window\d+)?_\d+\b", "", group)
+
+
+def _label_rows(points: list[tuple[float, float]]) -> list[int]:
+    """Per point, how many text rows (9 pt) to move its label down so that labels of nearby points (within
+    30% of the x range, as a label runs that far right, and 4% of the y range) do not print over each
+    other; the highest point's label stays beside it."""
+    if not points:
+        return []
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    rows = [0] * len(points)
+    placed: list[int] = []
+    for i in sorted(range(len(points)), key=lambda k: -points[k][1]):
+        near = [j for j in placed if abs(points[j][0] - points[i][0]) < 0.3 * dx
+                and abs(points[j][1] - points[i][1]) < 0.04 * dy]  # fmt: skip
+        taken = {rows[j] for j in near}
+        rows[i] = min(r for r in range(len(points) + 1) if r not in taken)
+        placed.append(i)
+    return rows
 
 
 def _csv(path: Path, records: list[dict[str, Any]]) -> None:

@@ -116,3 +116,18 @@ def test_a_sweep_without_tracking_is_a_one_line_error(tmp_path, capsys):
     assert main(["compare", "--sweep", str(tmp_path / "sw"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "ran without MLflow tracking" in err
+
+
+def test_figure_labels_are_short_and_nearby_ones_get_rows_of_their_own():
+    from swat_dist.tracking.sweep_compare import _label_rows, short_name
+
+    assert (
+        short_name("swat_swin_micro_patch4_window4_32 model.kwargs={depth: 1}")
+        == "swat_swin_micro model.kwargs={depth: 1}"
+    )
+    assert short_name("deit_small_patch16_224") == "deit_small"
+    # the three SWAT points of runs/fig1 (GFLOPs, top-1) crowd each other; the baselines lie far below
+    points = [(0.0356, 95.9), (0.0379, 93.8), (0.0403, 96.5), (0.0075, 91.9), (0.0293, 30.1), (0.0070, 12.7)]
+    rows = _label_rows(points)
+    assert sorted(rows[:3]) == [0, 1, 2] and rows[2] == 0  # the highest keeps its place
+    assert rows[4] == 0 and rows[5] == 0
