@@ -183,7 +183,9 @@ class Sender:
 
     def _pause(self) -> None:
         """Sleep before the next retry: 1, 2, 4 ... s capped, and only the shortest once ``close`` waits."""
-        delay = min(self._backoff_hi, self._backoff_lo * 2 ** max(self._attempts - 1, 0))
+        # the exponent is capped: 2.0 ** 1024 overflows, and with the default backoff (1 s .. 15 s) an outage
+        # reaches that many attempts in ~4 h, which killed this thread and with it every later metric
+        delay = min(self._backoff_hi, self._backoff_lo * 2.0 ** min(max(self._attempts - 1, 0), 60))
         with self._cond:
             if self._closing:
                 delay = min(delay, self._backoff_lo)

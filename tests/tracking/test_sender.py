@@ -94,6 +94,24 @@ def test_store_down_from_the_start_then_back():
     assert store.got == [("metrics", ("k0", 1.0, 1, 0))]
 
 
+def test_a_long_outage_does_not_kill_the_sender():
+    """Over 1,024 failed attempts (~4 h of outage at the default backoff) the doubling backoff overflowed a
+    float and the worker thread died; now the store's return still gets every item through."""
+    store = FakeStore()
+    sender = Sender(store, "fake", backoff_s=(1e-7, 1e-6), linger_s=0.0)
+    assert store.opened.wait(5)
+    store.down = True
+    sender.put(metrics(1))
+    deadline = time.monotonic() + 60
+    while store.calls < 1500 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.calls >= 1500 and sender._thread.is_alive()
+    store.down = False
+    sender.put(metrics(2))
+    assert sender.close(timeout_s=10) == []
+    assert store.got == [("metrics", ("k0", 1.0, 1, 0)), ("metrics", ("k0", 2.0, 2, 0))]
+
+
 def test_close_of_a_run_never_opened_returns_after_one_last_attempt():
     """Nowhere to send: close tries to open the run once more (a server started late is still caught) and
     then returns everything unsent at once, instead of waiting out its timeout."""
