@@ -120,13 +120,19 @@ class SweepPlan:
         return [e for e in self.elements if not e.finished]
 
 
-def finished(cfg: Config, run_dir: Path, world_size: int) -> bool:
-    """The element already ran to its end with this config and world size (as train.run judges a re-run)."""
+def ended_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run's summary.json when it says the run ran to its end (not stopped, not unreadable), else None."""
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
-        return False
-    if not isinstance(summary, dict) or "stopped" in summary:
+        return None
+    return summary if isinstance(summary, dict) and "stopped" not in summary else None
+
+
+def finished(cfg: Config, run_dir: Path, world_size: int) -> bool:
+    """The element already ran to its end with this config and world size (as train.run judges a re-run)."""
+    summary = ended_summary(run_dir)
+    if summary is None:
         return False
     return (summary.get("config_hash"), summary.get("world_size")) == (config_hash(cfg), world_size)
 

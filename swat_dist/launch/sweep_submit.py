@@ -9,7 +9,6 @@ element's tracker reads it when the job starts; the array ids are added once sba
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import sys
@@ -19,7 +18,7 @@ from typing import Any
 
 from . import jobs
 from .submit import JobFailed, array_sbatch_script, log_paths, sbatch_script, submit, submit_array, wait
-from .sweep import Element, SweepPlan, describe, read_manifest, write_manifest
+from .sweep import Element, SweepPlan, describe, ended_summary, read_manifest, write_manifest
 
 
 def array_plan(sweep: SweepPlan) -> Any:
@@ -71,18 +70,10 @@ def end_parent_when_all_done(cfg: Any, run_dir: Path) -> None:
     parent = (manifest.get("tracking") or {}).get("parent_run_id")
     if not parent or run_dir.name not in manifest.get("elements", {}):
         return
-    if all(_ran_to_the_end(sweep_dir / name) for name in manifest["elements"]):
+    if all(ended_summary(sweep_dir / name) is not None for name in manifest["elements"]):
         from ..tracking.tracker import end_sweep_parent
 
         end_sweep_parent(cfg, sweep_dir, parent, "FINISHED")
-
-
-def _ran_to_the_end(run_dir: Path) -> bool:
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(summary, dict) and "stopped" not in summary
 
 
 def _record(e: Element, job: Any) -> None:

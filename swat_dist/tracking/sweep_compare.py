@@ -1,11 +1,11 @@
 """``swat-dist compare --sweep SWEEP`` / ``--parent RUN_ID``: a sweep's children aggregated over seeds.
 
 The runs are the parent's children in MLflow (``mlflow.parentRunId``); each is grouped by its grid values
-(the ``sweep.<key>`` params) without the seed; only FINISHED runs count (the others are named on stderr). Per
-group: n, and mean +- sample std (n - 1) of the best and
-final top-1 (EMA too; mIoU for segmentation runs), params, GFLOPs, images/s and wall time. Each SWAT group
-is set beside its baseline group (same other grid values, model ``swat_X`` -> ``X``): the difference of the
-means and whether it exceeds the seed noise, taken as two standard errors of the difference,
+(the ``sweep.<key>`` params) without the seed; only FINISHED runs count (the others are named on stderr).
+Per group: n, and mean +- sample std (n - 1) of the best and final top-1 (EMA too; mIoU for segmentation
+runs), params, GFLOPs, images/s and wall time. Each SWAT group is set beside its baseline group (same
+other grid values, model ``swat_X`` -> ``X``): the difference of the means and whether it exceeds the
+seed noise, taken as two standard errors of the difference,
 ``2 * sqrt(s_a^2 / n_a + s_b^2 / n_b)`` (about a 95% band for normal seed noise; undefined with one seed).
 
 Writes ``sweep.md``, ``sweep_groups.csv``, ``sweep_pairs.csv`` and the paper's Figure 1 for these runs

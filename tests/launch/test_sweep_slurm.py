@@ -14,6 +14,7 @@ import pytest
 
 from swat_dist.cli import main
 from swat_dist.launch import jobs
+from swat_dist.launch.sweep import ended_summary
 from swat_dist.tracking import mlflow_store
 from tests.tracking.conftest import Server
 
@@ -33,13 +34,6 @@ def _wait(cond, what: str, timeout: float = 240) -> None:
 
 def _step(run_dir) -> int:
     return max(losses(run_dir), default=0) if (run_dir / "metrics.jsonl").is_file() else 0
-
-
-def _finished(run_dir) -> bool:
-    try:
-        return "stopped" not in json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return False
 
 
 def test_array_sweep_preempted_element_resumes_alone_parent_and_two_children(slurm, tmp_path, capsys):
@@ -67,7 +61,7 @@ def test_array_sweep_preempted_element_resumes_alone_parent_and_two_children(slu
         _start_when_requeued(job0)
         driver.join(timeout=60)  # no --wait: it returned once the array was queued
         assert not driver.is_alive() and rc == [0], capsys.readouterr().err[-3000:]
-        _wait(lambda: all(_finished(d) for d in (first, second)), "both elements finished", 300)
+        _wait(lambda: all(ended_summary(d) is not None for d in (first, second)), "both elements finished", 300)
 
         for run_dir in (first, second):  # both complete, every step once (the resumed one continued)
             assert sorted(losses(run_dir)) == list(range(1, STEPS + 1))
