@@ -15,7 +15,7 @@ from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock
 from torch import Tensor, nn
 
 from ._common import swat_cfg
-from .layers import ConvMlpGeneral, grid_map, segment_maps, tokens_from_grid, tokens_from_segment_maps
+from .layers import ConvMlpGeneral, DepthwiseConv2d, grid_map, segment_maps, tokens_from_grid, tokens_from_segment_maps
 from .mlp_trunk import MlpMixerTrunk, build_mlp_model
 
 __all__ = ["ResBlockConv", "SwatResMLP"]
@@ -47,7 +47,7 @@ class ResBlockConv(nn.Module):
         self.norm1 = Affine(dim)
         self.linear_tokens = nn.Conv2d(seq_len, seq_len, 1)
         self.act = nn.GELU()
-        self.dw_tokens = nn.Conv2d(seq_len, seq_len, token_kernel, padding=token_kernel // 2, groups=seq_len)
+        self.dw_tokens = DepthwiseConv2d(seq_len, token_kernel)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = Affine(dim)
         self.mlp_channels = ConvMlpGeneral(dim, int(dim * mlp_ratio), kernel_size=channel_kernel, drop=drop)

@@ -5,6 +5,7 @@ which computes exactly what :mod:`.structure`'s einops versions do.
 """
 
 from .conv_mlp import ConvMlpGeneral
+from .depthwise import DepthwiseConv2d, depthwise_conv2d
 from .layout import (
     grid_map,
     map_from_tokens,
@@ -20,11 +21,13 @@ from .tokenizer import PatchTokenizer, StructureAwareTokenizer, check_input_size
 
 __all__ = [
     "ConvMlpGeneral",
+    "DepthwiseConv2d",
     "PatchTokenizer",
     "StructureAwareTokenizer",
     "StructuredLinear",
     "attention_projections",
     "check_input_size",
+    "depthwise_conv2d",
     "grid_map",
     "input_grid",
     "map_from_tokens",
