@@ -112,3 +112,27 @@ def test_conv_mlp_receptive_field_is_the_kernel():
     x2[0, :, 3, 3] += 1.0
     changed = ((mlp(x2) - mlp(x)).abs().sum(1)[0] > 0).nonzero().tolist()
     assert sorted(map(tuple, changed)) == [(i, j) for i in (2, 3, 4) for j in (2, 3, 4)]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tokenizer_fast_form_computes_the_explicit_one_and_its_gradients(channels_last):
+    """Issue 12's stem: channels-last, the tiled embedding added in place with its own backward."""
+    from swat_dist.models.layers.explicit import explicit_mode
+
+    tok = StructureAwareTokenizer(192, alpha=8, conv1=(4, 2, 1), patch_pos_embed=True).double()
+    x = torch.randn(3, 3, 32, 48, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def run() -> tuple[torch.Tensor, ...]:
+        tok.zero_grad(set_to_none=True)
+        tokens, _ = tok(x)
+        tokens.backward(torch.linspace(-1, 1, tokens.numel(), dtype=torch.float64).view_as(tokens))
+        return (tokens.detach(), *(p.grad for p in tok.parameters()))
+
+    fast = run()
+    with explicit_mode():
+        explicit = run()
+    for a, b in zip(fast, explicit):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert tok.patch_pos_embed.grad.abs().sum() > 0  # the tile's gradient is not lost

@@ -9,6 +9,7 @@ from timm.layers import trunc_normal_
 from timm.models import register_notrace_function
 from torch import Tensor, nn
 
+from .explicit import explicit_ops
 from .layout import tokens_from_map
 
 
@@ -25,6 +26,49 @@ def input_grid(x: Tensor, multiple: int, what: str) -> tuple[int, int]:
     height, width = x.shape[-2], x.shape[-1]
     check_input_size(height, width, multiple, what)
     return height // multiple, width // multiple
+
+
+class _AddTiled(torch.autograd.Function):
+    """``y += tile`` repeated over y's (H, W), with tile's gradient reduced in y's own memory layout.
+
+    Autograd's broadcast backward sums the batch into an NCHW-strided result, 20x slower than into
+    the gradient's channels-last layout on CPU (112 vs 5.5 ms for (16, 128, 112, 112)).
+    """
+
+    @staticmethod
+    def forward(ctx, y: Tensor, tile: Tensor) -> Tensor:
+        ctx.grid = (y.shape[2] // tile.shape[2], y.shape[3] // tile.shape[3])
+        ctx.mark_dirty(y)  # in place: y is conv1's fresh output, which its backward does not need
+        return y.add_(tile.repeat(1, 1, ctx.grid[0], ctx.grid[1]))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        _, m, height, width = grad.shape
+        fmt = torch.channels_last if grad.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        per_position = torch.empty((1, m, height, width), dtype=grad.dtype, device=grad.device, memory_format=fmt)
+        torch.sum(grad, 0, keepdim=True, out=per_position)  # the batch: one pass, output in grad's layout
+        (gi, gj), (ti, tj) = ctx.grid, (height // ctx.grid[0], width // ctx.grid[1])
+        return grad, per_position.view(1, m, gi, ti, gj, tj).sum((2, 4))  # the tiles: 1/B of the data
+
+
+@torch.fx.wrap
+@register_notrace_function
+def add_tiled_(y: Tensor, tile: Tensor) -> Tensor:
+    """``y += tile.repeat(1, 1, H // th, W // tw)`` in place (y: (B, m, H, W), tile: (1, m, th, tw)).
+
+    In place: 37 ms less per step at batch 16 than a fresh (16, 128, 112, 112) output (measured A/B).
+    """
+    # Plain ops for TorchScript (a scripted fx graph calls this too), jit.trace (fvcore) and compile/export.
+    if not torch.jit.is_scripting():  # noqa: SIM102 (nested: TorchScript prunes only a bare is_scripting())
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            return _add_tiled_autograd(y, tile)
+    return y + tile.repeat(1, 1, y.shape[2] // tile.shape[2], y.shape[3] // tile.shape[3])
+
+
+@torch.jit.unused
+def _add_tiled_autograd(y: Tensor, tile: Tensor) -> Tensor:
+    out: Tensor = _AddTiled.apply(y, tile)
+    return out
 
 
 class StructureAwareTokenizer(nn.Module):
@@ -74,14 +118,32 @@ class StructureAwareTokenizer(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         grid = input_grid(x, self.patch_size, "the structure-aware tokenizer")
+        if not torch.jit.is_scripting():  # noqa: SIM102 (nested: TorchScript prunes only a bare is_scripting())
+            if explicit_ops():
+                return self.explicit(x, grid)
+        # Channels-last from the first conv on: the stem's maps are 8-21x the token tensor (m channels at
+        # H/2), and oneDNN runs the 1x1 conv2 and the GELU's backward 2.8-4x faster on them in channels-last
+        # (issue 12); cuDNN prefers NHWC too. The copy of the 3-channel image costs < 1 ms at batch 16.
+        y = self.conv1(x.contiguous(memory_format=torch.channels_last))
+        if self.patch_pos_embed is not None:
+            y = add_tiled_(y, self.patch_pos_embed)
+        return self._tokens(y), grid
+
+    @torch.jit.unused
+    def explicit(self, x: Tensor, grid: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
+        """The official op order and memory format (NCHW, the tiled embedding as a broadcast add): the
+        form tests/models/test_golden.py pins bit for bit."""
         y = self.conv1(x)
         if self.patch_pos_embed is not None:
             y = y + self.patch_pos_embed.repeat(1, 1, grid[0], grid[1])
+        return self._tokens(y), grid
+
+    def _tokens(self, y: Tensor) -> Tensor:
         y = self.act(y)
         if self.has_stem_norm:
             y = self.stem_norm(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         y = self.conv2(y)
-        return self.norm(tokens_from_map(y, self.alpha)), grid
+        return self.norm(tokens_from_map(y, self.alpha))
 
 
 class PatchTokenizer(nn.Module):
