@@ -24,6 +24,7 @@ from torch import nn
 
 from ..models.complexity import count_gflops, create_unfused
 from ..models.zoo import BASELINE_OF
+from .cpu_memory import keep_freed_memory
 from .metrics import peak_flops, train_flops_per_image
 
 
@@ -94,6 +95,8 @@ def bench_pair(
     if rounds < 1 or steps < 1:
         raise ValueError(f"need --rounds >= 1 and --steps >= 1, got {rounds} and {steps}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cpu":
+        keep_freed_memory()  # as the trainer runs on CPU: both models, before either allocates
     names = [name, BASELINE_OF[name]]
     runs = {n: _setup(n, batch, dev) for n in names}
     for _ in range(rounds):

@@ -17,6 +17,7 @@ from ..tracking.choose import make_tracker
 from . import elastic
 from .checkpoint import CheckpointManager, resume_point
 from .checkpoint_paths import read_meta, tag_for
+from .cpu_memory import keep_freed_memory
 from .ema import EMA
 from .engine import Engine, destroy, device_for, init_distributed, universal_copy
 from .metrics import MetricsWriter, NullMetrics, finished_summary, peak_flops, train_flops_per_image
@@ -62,6 +63,8 @@ def run(cfg: Config, env: DistEnv) -> dict[str, Any]:
     """Train ``cfg`` as rank ``env.rank``; return the summary (also written to ``RUN/summary.json``)."""
     device = device_for(env)
     check_runtime(cfg, env.world_size, device.type)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults re-fetching each step's activations (cpu_memory.py)
     init_distributed(env, device)
     try:
         return _run(cfg, env, device)
