@@ -73,7 +73,7 @@ def _compiled_weight_grad(x: Tensor, grad: Tensor, padding: tuple[int, int]) -> 
         out: Tensor = _COMPILED["fn"](x, grad, padding)  # type: ignore[operator]
         return out
     except Exception as exc:  # any backend failure: the eager fold computes the same gradient
-        _COMPILED["failed"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        _COMPILED["failed"] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
         warnings.warn(
             f"depthwise conv: the compiled weight gradient is unavailable ({_COMPILED['failed']}); "
             "using the eager one (about 2x slower on this op)",

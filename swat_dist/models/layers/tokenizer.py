@@ -28,6 +28,11 @@ def input_grid(x: Tensor, multiple: int, what: str) -> tuple[int, int]:
     return height // multiple, width // multiple
 
 
+def _tiled(tile: Tensor, y: Tensor) -> Tensor:
+    """``tile`` (1, m, th, tw) repeated over the (H, W) of map ``y``: the official form's addend."""
+    return tile.repeat(1, 1, y.shape[2] // tile.shape[2], y.shape[3] // tile.shape[3])
+
+
 class _AddTiled(torch.autograd.Function):
     """``y += tile`` repeated over y's (H, W), with tile's gradient reduced in y's own memory layout.
 
@@ -37,9 +42,9 @@ class _AddTiled(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, y: Tensor, tile: Tensor) -> Tensor:
-        ctx.grid = (y.shape[2] // tile.shape[2], y.shape[3] // tile.shape[3])
+        ctx.tile = (tile.shape[2], tile.shape[3])
         ctx.mark_dirty(y)  # in place: y is conv1's fresh output, which its backward does not need
-        return y.add_(tile.repeat(1, 1, ctx.grid[0], ctx.grid[1]))
+        return y.add_(_tiled(tile, y))
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
@@ -47,8 +52,8 @@ class _AddTiled(torch.autograd.Function):
         fmt = torch.channels_last if grad.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         per_position = torch.empty((1, m, height, width), dtype=grad.dtype, device=grad.device, memory_format=fmt)
         torch.sum(grad, 0, keepdim=True, out=per_position)  # the batch: one pass, output in grad's layout
-        (gi, gj), (ti, tj) = ctx.grid, (height // ctx.grid[0], width // ctx.grid[1])
-        return grad, per_position.view(1, m, gi, ti, gj, tj).sum((2, 4))  # the tiles: 1/B of the data
+        ti, tj = ctx.tile  # the tiles: 1/B of the data
+        return grad, per_position.view(1, m, height // ti, ti, width // tj, tj).sum((2, 4))
 
 
 @torch.fx.wrap
@@ -62,7 +67,7 @@ def add_tiled_(y: Tensor, tile: Tensor) -> Tensor:
     if not torch.jit.is_scripting():  # noqa: SIM102 (nested: TorchScript prunes only a bare is_scripting())
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             return _add_tiled_autograd(y, tile)
-    return y + tile.repeat(1, 1, y.shape[2] // tile.shape[2], y.shape[3] // tile.shape[3])
+    return y + _tiled(tile, y)
 
 
 @torch.jit.unused
@@ -135,7 +140,7 @@ class StructureAwareTokenizer(nn.Module):
         form tests/models/test_golden.py pins bit for bit."""
         y = self.conv1(x)
         if self.patch_pos_embed is not None:
-            y = y + self.patch_pos_embed.repeat(1, 1, grid[0], grid[1])
+            y = y + _tiled(self.patch_pos_embed, y)
         return self._tokens(y), grid
 
     def _tokens(self, y: Tensor) -> Tensor:
