@@ -118,6 +118,6 @@ step "demo"
 
 # A subset of the tests (~40 s here): the lock, the import rules, the config, the CLI, container profiles.
 in_image --entrypoint python -w /opt/swat_dist "$TAG" -m pytest -q -p no:cacheprovider tests/test_lock.py \
-  tests/test_imports.py tests/test_config.py tests/test_cli.py tests/launch/test_container.py
+  tests/test_imports.py tests/test_config.py tests/test_cli.py tests/cluster/test_container.py
 step "tests"
 log "image test passed"

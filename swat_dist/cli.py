@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 
 from .bench_cli import add_bench_parser
+from .cluster.commands import add_cluster_parsers
 from .config_cli import add_config_parser
 from .data.commands import add_data_parser
-from .launch.commands import add_launch_parsers
 from .tracking.commands import add_tracking_parsers
 from .train.commands import add_train_parsers
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_train_parsers(sub)
     add_tracking_parsers(sub)
-    add_launch_parsers(sub)
+    add_cluster_parsers(sub)
     return parser
 
 

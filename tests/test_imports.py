@@ -19,8 +19,8 @@ ROOT = Path(swat_dist.__file__).parent
 # What runs on a login node: the CLI's parsing, the config, submit / jobs / cancel / config / tracking-server.
 LOGIN_NODE = {
     "swat_dist", "swat_dist.__main__", "swat_dist.cli", "swat_dist.config", "swat_dist.config_cli",
-    "swat_dist.launch.commands", "swat_dist.launch.profile", "swat_dist.launch.jobs", "swat_dist.launch.submit",
-    "swat_dist.launch.sweep", "swat_dist.launch.sweep_submit",
+    "swat_dist.cluster.commands", "swat_dist.cluster.profile", "swat_dist.cluster.jobs", "swat_dist.cluster.submit",
+    "swat_dist.cluster.sweep", "swat_dist.cluster.sweep_submit",
     "swat_dist.tracking.commands", "swat_dist.tracking.server", "swat_dist.train.ds_config",
     "swat_dist.train.checkpoint_paths", "swat_dist.models", "swat_dist.models.zoo", "swat_dist.progress",
 }  # fmt: skip
@@ -188,17 +188,17 @@ def _reaches(package: str, forbidden: set[str], module_level_only: bool = False)
 
 
 def test_tracking_never_imports_training_code():
-    assert not _reaches("swat_dist.tracking", {"swat_dist.train", "swat_dist.launch", "swat_dist.models"})
+    assert not _reaches("swat_dist.tracking", {"swat_dist.train", "swat_dist.cluster", "swat_dist.models"})
 
 
 def test_models_know_nothing_of_config_data_training_or_tracking():
-    upward = {"swat_dist.config", "swat_dist.data", "swat_dist.train", "swat_dist.tracking", "swat_dist.launch",
+    upward = {"swat_dist.config", "swat_dist.data", "swat_dist.train", "swat_dist.tracking", "swat_dist.cluster",
               "deepspeed", "mlflow"}  # fmt: skip
     assert not _reaches("swat_dist.models", upward)
 
 
-def test_data_never_imports_training_tracking_or_launch():
-    assert not _reaches("swat_dist.data", {"swat_dist.train", "swat_dist.tracking", "swat_dist.launch"})
+def test_data_never_imports_training_tracking_or_cluster():
+    assert not _reaches("swat_dist.data", {"swat_dist.train", "swat_dist.tracking", "swat_dist.cluster"})
 
 
 def test_the_direction_scan_would_see_an_upward_import():

@@ -126,7 +126,7 @@ def test_the_universal_copy_is_all_or_nothing_and_made_once(tmp_path):
 
 
 def test_swat_dist_jobs_lists_the_world_size_changes(tmp_path):
-    from swat_dist.launch import jobs
+    from swat_dist.cluster import jobs
 
     run = tmp_path / "run"
     for meta, world in (

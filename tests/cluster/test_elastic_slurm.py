@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from swat_dist.cli import main
-from swat_dist.launch.submit import JobFailed, wait
+from swat_dist.cluster.submit import JobFailed, wait
 
 from .test_slurm import STEPS, _final_state, _launch, _sh, _wait_for_step
 from .tiny import losses, plan, profile_with

@@ -108,7 +108,7 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_launch_parsers(sub: argparse._SubParsersAction) -> None:
+def add_cluster_parsers(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("submit", help="submit a training run to Slurm (or run it here) through submitit")
     s.add_argument("-c", "--config", action="append", default=[], help="YAML overlay (repeatable)")
     s.add_argument("--cluster", required=True, help="a profile in launch/clusters/ (name) or a YAML path")

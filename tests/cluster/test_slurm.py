@@ -14,8 +14,8 @@ import pytest
 from safetensors.torch import load_file
 
 from swat_dist.cli import main
-from swat_dist.launch import jobs
-from swat_dist.launch.submit import JobFailed, submit, wait
+from swat_dist.cluster import jobs
+from swat_dist.cluster.submit import JobFailed, submit, wait
 
 from .tiny import losses, plan, profile_with
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from swat_dist.cli import main
+from swat_dist.cluster.profile import load_profile
+from swat_dist.cluster.sweep import parse_grid, point_name, points, resolve_sweep, split_values
 from swat_dist.config import config_hash, load_config
-from swat_dist.launch.profile import load_profile
-from swat_dist.launch.sweep import parse_grid, point_name, points, resolve_sweep, split_values
 
 from .tiny import overrides
 

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from swat_dist.cli import main
-from swat_dist.launch import jobs
-from swat_dist.launch.sweep import ended_summary
+from swat_dist.cluster import jobs
+from swat_dist.cluster.sweep import ended_summary
 from swat_dist.tracking import mlflow_store
 from tests.tracking.conftest import Server
 

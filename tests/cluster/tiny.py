@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from swat_dist.cluster.profile import Plan, load_profile, resolve
 from swat_dist.config import load_config
-from swat_dist.launch.profile import Plan, load_profile, resolve
 
 
 def overrides(out: Path, *extra: str) -> list[str]:

@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
+from swat_dist.cluster.submit import JobStopped, TrainJob
 from swat_dist.dist import DistEnv
-from swat_dist.launch.submit import JobStopped, TrainJob
 from swat_dist.train import preempt
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from swat_dist.cli import main
-from swat_dist.launch.profile import CLUSTERS_DIR, known_profiles, time_minutes
+from swat_dist.cluster.profile import CLUSTERS_DIR, known_profiles, time_minutes
 from swat_dist.train import preempt
 
 from .tiny import losses, overrides, plan

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from swat_dist.cli import main
-from swat_dist.launch import submit
-from swat_dist.launch.container import IMAGE_PYTHON
-from swat_dist.launch.profile import load_profile
-from swat_dist.launch.submit import sbatch_script, task_python
+from swat_dist.cluster import submit
+from swat_dist.cluster.container import IMAGE_PYTHON
+from swat_dist.cluster.profile import load_profile
+from swat_dist.cluster.submit import sbatch_script, task_python
 
 from .tiny import overrides, plan
 
