@@ -267,7 +267,7 @@ def train_samples(cfg: Config) -> int | None:
     if cfg.data.format == "synthetic":
         return cfg.data.synthetic_samples
     if cfg.data.path and (Path(cfg.data.path) / "index.json").is_file():
-        from .data.index import read_index  # json only; imported here so config stays dependency-free
+        from .data.sources.index import read_index  # json only; imported here so config stays dependency-free
 
         split = read_index(cfg.data.path).splits.get("train")
         return split.samples if split else 0

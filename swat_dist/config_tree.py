@@ -69,7 +69,7 @@ class DataConfig(Node):
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
     smoothing: float = 0.1
-    shard_group: int = 8  # shards shuffled together (wds): see swat_dist.data.plan
+    shard_group: int = 8  # shards shuffled together (wds): see swat_dist.data.loaders.plan
     synthetic_samples: int = 1024
     synthetic_classes: int | None = None  # None: model.num_classes
 

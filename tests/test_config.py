@@ -473,7 +473,7 @@ def test_check_runtime_needs_one_optimizer_step_of_samples(tmp_path):
     check_runtime(cfg("data.synthetic_samples=512", "data.batch_size=64"), 8, "cpu")  # exactly one step
     with pytest.raises(ConfigError, match=r"512 training samples cannot fill one optimizer step of 1024"):
         check_runtime(cfg("data.synthetic_samples=512", "data.batch_size=64", "engine.grad_accum=2"), 8, "cpu")
-    from swat_dist.data.index import DatasetIndex, ShardInfo, SplitInfo, write_index
+    from swat_dist.data.sources.index import DatasetIndex, ShardInfo, SplitInfo, write_index
 
     split = SplitInfo(100, [50, 50], [ShardInfo("train-000000.tar", 100, 1)])
     write_index(tmp_path, DatasetIndex("wds", ["a", "b"], {"train": split, "val": split}))

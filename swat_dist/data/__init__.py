@@ -1,1 +1,2 @@
-"""Data: ImageNet-style folders, their WebDataset / FFCV conversions, and the loaders over them."""
+"""Data, one floor per folder: pixels/ <- sources/ <- loaders/, convert/ <- sets/ <- commands.py, bench.py (CLI).
+May import config, files and progress; never train/, tracking/ or cluster/ (tests/test_imports.py)."""

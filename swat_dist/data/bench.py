@@ -21,12 +21,12 @@ from statistics import median
 
 from PIL import Image
 
-from .convert import ConvertOptions, convert
-from .folder import FolderSource
-from .loader import Source, TrainLoader
-from .synthetic import write_synthetic
-from .transforms import colour_transform, eval_transform, train_transform
-from .wds import WdsSource
+from .convert.front import ConvertOptions, convert
+from .loaders.loader import Source, TrainLoader
+from .pixels.transforms import colour_transform, eval_transform, train_transform
+from .sets.synthetic import write_synthetic
+from .sources.folder import FolderSource
+from .sources.wds import WdsSource
 
 RECIPES = {"crop": None, "recipe": "rand-m9-mstd0.5-inc1"}
 
@@ -95,7 +95,7 @@ def run(
     median over rounds. On a shared machine a burst of other work slows one round of both backends
     alike, so the paired median is far steadier than a ratio of bests (which a quiet second decides).
     """
-    from .ffcv_loader import BetonSplit, FfcvTrainLoader
+    from .loaders.ffcv_loader import BetonSplit, FfcvTrainLoader
 
     folder, wds, ffcv = prepare(root, images, size)
     paths = sorted(str(p) for p in (folder / "train").rglob("*.jpg"))

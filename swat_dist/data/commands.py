@@ -10,7 +10,7 @@ import argparse
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .convert import ConvertOptions, convert
+    from .convert.front import ConvertOptions, convert
 
     if args.task == "segment" and args.max_resolution is not None:
         raise ValueError("--max-resolution: --task segment keeps every image at its source size (masks stay exact)")
@@ -31,14 +31,14 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .verify import verify
+    from .convert.verify import verify
 
     return verify(args.dst, workers=args.workers)
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from .index import read_index
-    from .plan import check_layout
+    from .loaders.plan import check_layout
+    from .sources.index import read_index
 
     index = read_index(args.dst)
     split = {name: info.samples for name, info in index.splits.items()}
@@ -56,25 +56,25 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _digits(args: argparse.Namespace) -> int:
-    from .digits import write_digits
+    from .sets.digits import write_digits
 
     return write_digits(args.dst, size=args.size, val_fraction=args.val_fraction, seed=args.seed)
 
 
 def _seg_digits(args: argparse.Namespace) -> int:
-    from .seg_digits import write_seg_digits
+    from .sets.seg_digits import write_seg_digits
 
     return write_seg_digits(args.dst, train=args.train, val=args.val, size=args.size, seed=args.seed)
 
 
 def _photo_digits(args: argparse.Namespace) -> int:
-    from .photo_digits import write_photo_digits
+    from .sets.photo_digits import write_photo_digits
 
     return write_photo_digits(args.dst, train=args.train, val=args.val, size=args.size, seed=args.seed)
 
 
 def _synthetic(args: argparse.Namespace) -> int:
-    from .synthetic import write_synthetic
+    from .sets.synthetic import write_synthetic
 
     return write_synthetic(
         args.dst, classes=args.classes, images=args.images, size=args.size, val_images=args.val_images, seed=args.seed

@@ -1,6 +1,6 @@
 """Image classification: soft-target cross-entropy (mixup/cutmix/smoothing targets), top-1 and top-5.
 
-Training targets come from :class:`~swat_dist.data.transforms.DeviceAugment` (mixup / cutmix or label
+Training targets come from :class:`~swat_dist.data.pixels.transforms.DeviceAugment` (mixup / cutmix or label
 smoothing as soft targets, random erasing). Evaluation is plain cross-entropy and top-k over the real
 samples only: the val loaders pad with label -1, which ``ignore_index`` and the top-k match skip, so a
 padded batch adds exactly nothing and no per-batch host sync is needed to find the real ones.
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor
 
-from ..data.transforms import DeviceAugment
+from ..data.pixels.transforms import DeviceAugment
 from .base import Forward
 
 PAD = -1  # the val loaders' label for padding samples

@@ -1,7 +1,7 @@
 """Resuming on another world size: the same training, continued on more or fewer ranks.
 
 The contract is the checkpoint's global batch G (samples per optimizer step). The sample plan
-(:mod:`swat_dist.data.plan`) cuts each epoch's global order into consecutive chunks of ``world x
+(:mod:`swat_dist.data.loaders.plan`) cuts each epoch's global order into consecutive chunks of ``world x
 micro`` samples, one per micro-step, so optimizer step ``k`` always averages the gradients of samples
 ``order[k*G : (k+1)*G]`` whatever ``world`` is, as long as ``micro x accum x world = G``. On the new
 world size :func:`relayout` re-derives ``data.batch_size`` (micro) and ``engine.grad_accum`` (accum)

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from torch import nn
 
 from ..config import Config
-from ..data.build import Loaders, build_loaders
+from ..data.loaders.build import Loaders, build_loaders
 from ..dist import DistEnv
 from .export import weights_file
 from .finetune import _classifier
@@ -81,7 +81,7 @@ def _check_backbone_loaded(model: nn.Module, file: Any) -> None:
 
 
 def _segment_loaders(cfg: Config, model: nn.Module, env: DistEnv) -> Loaders:
-    from ..data.seg_build import build_seg_loaders
+    from ..data.loaders.seg_build import build_seg_loaders
 
     return build_seg_loaders(
         cfg.data, cfg.seg, world_size=env.world_size, rank=env.rank, seed=cfg.seed, num_classes=cfg.model.num_classes

@@ -21,8 +21,8 @@ from torch import Tensor
 
 from .. import collectives
 from ..config import Config, Derived
-from ..data.build import Loaders
-from ..data.loader import seed_everything
+from ..data.loaders.build import Loaders
+from ..data.loaders.loader import seed_everything
 from ..dist import DistEnv
 from ..progress import progress
 from ..tasks import Task

@@ -1,7 +1,7 @@
 """The loader benchmark runs end to end on tiny data and reports every backend beside the ceiling."""
 
 from swat_dist.data.bench import render, run
-from swat_dist.data.ffcv import set_jit
+from swat_dist.data.sources.ffcv import set_jit
 
 
 def test_bench_loader_measures_every_backend(tmp_path):

@@ -19,10 +19,10 @@ import webdataset as wds
 from PIL import Image
 
 from swat_dist.cli import main
-from swat_dist.data.convert import convert
-from swat_dist.data.index import read_index
-from swat_dist.data.verify import verify
-from swat_dist.data.wds import ShardSink
+from swat_dist.data.convert.front import convert
+from swat_dist.data.convert.verify import verify
+from swat_dist.data.sources.index import read_index
+from swat_dist.data.sources.wds import ShardSink
 
 from .conftest import SHARD_BYTES, options
 from .corpus import CLASSES, Entry, Sample, unmatched, write_classes
@@ -98,7 +98,7 @@ def test_report_lists_every_skipped_file_with_its_reason(corpus, wds_dataset) ->
 
 
 def test_ffcv_holds_every_decodable_file_once_in_both_storage_modes(corpus, ffcv_dataset) -> None:
-    from swat_dist.data.ffcv import Beton
+    from swat_dist.data.sources.ffcv import Beton
 
     _, entries = corpus
     index = read_index(ffcv_dataset)
@@ -235,8 +235,8 @@ def test_failure_mid_conversion_leaves_nothing_then_rerun_completes(corpus, tmp_
 KILLED_RUN = """
 import sys, time
 from pathlib import Path
-from swat_dist.data import wds
-from swat_dist.data.convert import ConvertOptions, convert
+from swat_dist.data.sources import wds
+from swat_dist.data.convert.front import ConvertOptions, convert
 
 real_close = wds.ShardSink._close_current
 def close_then_hang(self):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from swat_dist.cli import main
-from swat_dist.data.convert import ConvertOptions, convert
-from swat_dist.data.synthetic import write_synthetic
+from swat_dist.data.convert.front import ConvertOptions, convert
+from swat_dist.data.sets.synthetic import write_synthetic
 
 
 def _options(**kw: object) -> ConvertOptions:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from swat_dist.data.convert import ConvertOptions, convert
-from swat_dist.data.synthetic import write_synthetic
-from swat_dist.data.wds import WdsSource, scan_shard
+from swat_dist.data.convert.front import ConvertOptions, convert
+from swat_dist.data.sets.synthetic import write_synthetic
+from swat_dist.data.sources.wds import WdsSource, scan_shard
 
 
 @pytest.fixture(scope="module")

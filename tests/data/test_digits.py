@@ -8,8 +8,8 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from swat_dist.cli import main
-from swat_dist.data.digits import write_digits
-from swat_dist.data.staging import MARKER, write_once
+from swat_dist.data.convert.staging import MARKER, write_once
+from swat_dist.data.sets.digits import write_digits
 
 DIGITS = load_digits()
 

@@ -19,12 +19,12 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from swat_dist.config import DataConfig
-from swat_dist.data.build import build_loaders
-from swat_dist.data.convert import ConvertOptions, convert
-from swat_dist.data.ffcv import set_jit
-from swat_dist.data.ffcv_crop import centre_crop, random_resized_crop, sample_keys
-from swat_dist.data.ffcv_loader import BetonSplit, FfcvTrainLoader, FfcvValLoader
-from swat_dist.data.transforms import colour_transform
+from swat_dist.data.convert.front import ConvertOptions, convert
+from swat_dist.data.loaders.build import build_loaders
+from swat_dist.data.loaders.ffcv_loader import BetonSplit, FfcvTrainLoader, FfcvValLoader
+from swat_dist.data.pixels.ffcv_crop import centre_crop, random_resized_crop, sample_keys
+from swat_dist.data.pixels.transforms import colour_transform
+from swat_dist.data.sources.ffcv import set_jit
 
 from .helpers import colour_id, write_id_folder
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from swat_dist.data import images
-from swat_dist.data.images import Encoded, ImageOptions, check, encode, target_size
+from swat_dist.data.pixels import images
+from swat_dist.data.pixels.images import Encoded, ImageOptions, check, encode, target_size
 
 from .corpus import MAX_PIXELS, MAX_RES, Entry
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from swat_dist.data.folder import FolderSource
-from swat_dist.data.loader import TrainLoader, ValLoader
-from swat_dist.data.transforms import eval_transform, train_transform
+from swat_dist.data.loaders.loader import TrainLoader, ValLoader
+from swat_dist.data.pixels.transforms import eval_transform, train_transform
+from swat_dist.data.sources.folder import FolderSource
 
 from .helpers import colour_id, write_id_folder
 

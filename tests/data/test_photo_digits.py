@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from swat_dist.cli import main
-from swat_dist.data.photo_digits import PHOTO_GAIN, compose
-from swat_dist.data.seg_digits import load_glyphs, load_photos
+from swat_dist.data.sets.photo_digits import PHOTO_GAIN, compose
+from swat_dist.data.sets.seg_digits import load_glyphs, load_photos
 
 
 def _files(root):

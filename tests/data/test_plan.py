@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from swat_dist.data.plan import (
+from swat_dist.data.loaders.plan import (
     PAD,
     TrainPlan,
     check_layout,

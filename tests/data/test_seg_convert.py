@@ -14,12 +14,12 @@ import webdataset as wds
 from PIL import Image
 
 from swat_dist.cli import main
-from swat_dist.data.convert import ConvertOptions, convert
-from swat_dist.data.index import DatasetIndex, read_index
-from swat_dist.data.seg_convert import seg_key
-from swat_dist.data.seg_digits import write_seg_digits
-from swat_dist.data.verify import verify
-from swat_dist.data.wds import ShardSink
+from swat_dist.data.convert.front import ConvertOptions, convert
+from swat_dist.data.convert.segment import seg_key
+from swat_dist.data.convert.verify import verify
+from swat_dist.data.sets.seg_digits import write_seg_digits
+from swat_dist.data.sources.index import DatasetIndex, read_index
+from swat_dist.data.sources.wds import ShardSink
 
 from .seg_corpus import NUM_CLASSES, Bad, Good, write_seg_corpus
 

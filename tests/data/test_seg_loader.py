@@ -13,11 +13,11 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 
 from swat_dist.config import load_config
-from swat_dist.data.loader import TrainLoader, ValLoader
-from swat_dist.data.seg_build import build_seg_loaders
-from swat_dist.data.seg_digits import write_seg_digits
-from swat_dist.data.seg_pipeline import IGNORE, SegTrain, SegVal, reduce_zero_label
-from swat_dist.data.seg_sources import SegFolderSource
+from swat_dist.data.loaders.loader import TrainLoader, ValLoader
+from swat_dist.data.loaders.seg_build import build_seg_loaders
+from swat_dist.data.pixels.seg_pipeline import IGNORE, SegTrain, SegVal, reduce_zero_label
+from swat_dist.data.sets.seg_digits import write_seg_digits
+from swat_dist.data.sources.seg_pairs import SegFolderSource
 from swat_dist.tasks.segment import SegmentationTask
 from swat_dist.train.evaluate import evaluate
 

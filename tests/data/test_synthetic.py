@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from swat_dist.cli import main
-from swat_dist.data.synthetic import image, jpeg, write_synthetic
+from swat_dist.data.sets.synthetic import image, jpeg, write_synthetic
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from swat_dist.cli import main
-from swat_dist.data.index import read_index
+from swat_dist.data.sources.index import read_index
 
 
 def _copy(dataset: Path, tmp_path: Path) -> Path:

@@ -6,7 +6,7 @@ import io
 import sys
 
 from swat_dist.cli import main
-from swat_dist.data.index import read_index
+from swat_dist.data.sources.index import read_index
 
 
 class FakeTTY(io.StringIO):

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from swat_dist.config import DataConfig
-from swat_dist.data.build import build_loaders
-from swat_dist.data.convert import ConvertOptions, convert
-from swat_dist.data.loader import TrainLoader, ValLoader
-from swat_dist.data.transforms import eval_transform, train_transform
-from swat_dist.data.wds import WdsSource
+from swat_dist.data.convert.front import ConvertOptions, convert
+from swat_dist.data.loaders.build import build_loaders
+from swat_dist.data.loaders.loader import TrainLoader, ValLoader
+from swat_dist.data.pixels.transforms import eval_transform, train_transform
+from swat_dist.data.sources.wds import WdsSource
 
 from .helpers import colour_id, write_id_folder
 

@@ -93,7 +93,7 @@ class Recording:
 
 def _marking_loaders(mode: ImplicitDevice) -> None:
     """Every batch a loader yields is host memory: mark it, so a missing ``.to(device)`` shows."""
-    from swat_dist.data.loader import TrainLoader, ValLoader
+    from swat_dist.data.loaders.loader import TrainLoader, ValLoader
 
     for cls in (TrainLoader, ValLoader):
         original = cls.__iter__

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from swat_dist.config import derived, load_config
-from swat_dist.data.plan import TrainPlan, full_permutation
+from swat_dist.data.loaders.plan import TrainPlan, full_permutation
 from swat_dist.train import elastic
 from swat_dist.train.ema import ema_state
 

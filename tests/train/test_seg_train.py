@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from swat_dist.config import load_config
-from swat_dist.data.seg_digits import write_seg_digits
+from swat_dist.data.sets.seg_digits import write_seg_digits
 from swat_dist.train.export import evaluate_checkpoint
 
 from .test_train_runs import losses, torchrun

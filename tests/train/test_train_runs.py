@@ -20,7 +20,7 @@ import torch
 import torch.multiprocessing as mp
 
 from swat_dist.config import load_config
-from swat_dist.data.build import build_loaders
+from swat_dist.data.loaders.build import build_loaders
 from swat_dist.dist import DistEnv
 from swat_dist.tasks import build_task
 from swat_dist.train.evaluate import evaluate

@@ -16,7 +16,7 @@ Sides vary per image (as ADE's do), so loaders meet variable-sized image + mask 
 
 Deterministic: image ``i`` of a split draws from ``default_rng([seed, split, i])``, whatever else is
 written. Train and val paste disjoint digit samples (the stratified split of ``data digits``); the two
-photos are shared (only two ship). Written once through :func:`.staging.write_once`.
+photos are shared (only two ship). Written once through :func:`..convert.staging.write_once`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..convert.seg_scan import ADE_SPLITS
+from ..convert.staging import write_once
 from .digits import split as digit_split
-from .seg_scan import ADE_SPLITS
-from .staging import write_once
 
 UNLABELLED, BACKGROUND, FIRST_DIGIT = 0, 1, 2
 NUM_CLASSES = 11  # after reduce_zero_label: background + 10 digits

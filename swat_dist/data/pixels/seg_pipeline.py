@@ -7,7 +7,7 @@ the crop (image 0, mask 255). Normalisation runs on the device (:mod:`swat_dist.
 Val: the image resized to fit ``scale`` (short side 512 for ADE), the mask at its ORIGINAL size.
 
 Every random draw comes from ``random`` and torch's default generator, which the planned loaders seed
-per (seed, epoch, sample) (:func:`.loader.sample_seed`): the crops do not depend on the worker or rank
+per (seed, epoch, sample) (:func:`..loaders.loader.sample_seed`): the crops do not depend on the worker or rank
 count, and a resumed run redraws the same ones. Images resize bilinearly with antialiasing (mmseg uses
 OpenCV's bilinear without it), masks with nearest neighbour. Masks come out int16 (255 = ignore).
 """

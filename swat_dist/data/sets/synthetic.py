@@ -22,19 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from ..progress import progress
-from .staging import write_once
+from ...progress import progress
+from ..convert.staging import write_once
+from ..sources.synthetic import class_names
 
 QUALITY = 90
 SPLITS = ("train", "val")  # position = the split's code in each image's seed
 CHUNK = 64  # images per pool task: large enough to hide the task overhead, small enough to balance
-
-
-def class_names(classes: int) -> list[str]:
-    return [f"class_{k:0{max(3, len(str(classes - 1)))}d}" for k in range(classes)]
 
 
 def image(seed: int, split: int, index: int, size: int) -> Image.Image:
@@ -136,26 +132,3 @@ def write_synthetic(
         f"({size} px, {classes} classes, mean {mean_kb:.1f} KB) in {dst}"
     )
     return 0
-
-
-class SyntheticSource:
-    """The ``synthetic`` loader backend: no files, sample ``i`` is random uint8 noise seeded by (seed, i).
-
-    For throughput ceilings (no decode, no I/O) and tests. Labels are ``i % classes``: nothing to learn.
-    """
-
-    def __init__(self, samples: int, classes: int, img_size: int, seed: int = 0) -> None:
-        if samples < 1 or classes < 1 or img_size < 1:
-            raise ValueError(
-                f"synthetic data needs samples, classes, img_size >= 1; got {samples}, {classes}, {img_size}"
-            )
-        self.samples, self.num_classes, self.img_size, self.seed = samples, classes, img_size, seed
-        self.classes = class_names(classes)
-
-    def __len__(self) -> int:
-        return self.samples
-
-    def load(self, index: int, train: bool) -> tuple[torch.Tensor, int]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        img = torch.randint(0, 256, (3, self.img_size, self.img_size), dtype=torch.uint8, generator=gen)
-        return img, index % self.num_classes

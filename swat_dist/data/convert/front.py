@@ -41,12 +41,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..files import atomic_write
-from ..progress import Progress, progress
+from ...files import atomic_write
+from ...progress import Progress, progress
+from ..pixels.images import PIL_BOMB_PIXELS, Encoded, ImageOptions, check, encode
+from ..pixels.masks import IGNORE_INDEX
+from ..sources.index import INDEX_NAME, DatasetIndex, ShardInfo, SplitInfo, read_index, write_index
 from . import report
-from .images import PIL_BOMB_PIXELS, Encoded, ImageOptions, check, encode
-from .index import INDEX_NAME, DatasetIndex, ShardInfo, SplitInfo, read_index, write_index
-from .masks import IGNORE_INDEX
 from .scan import SPLITS, Source, scan
 from .staging import StagedFolder, fsync_file
 
@@ -181,7 +181,7 @@ def _bar(total: int, desc: str) -> Progress:
 
 
 def _write_wds(source: Source, out: Path, opts: ConvertOptions, imap: Mapper, written: _Written) -> None:
-    from .wds import ShardSink, sample_key
+    from ..sources.wds import ShardSink, sample_key
 
     for split in SPLITS:
         order = _shuffled(source.files[split], opts.seed, split)
@@ -202,7 +202,7 @@ def _write_wds(source: Source, out: Path, opts: ConvertOptions, imap: Mapper, wr
 
 
 def _write_ffcv(source: Source, out: Path, opts: ConvertOptions, imap: Mapper, written: _Written) -> None:
-    from .ffcv import BetonOptions, write_beton
+    from ..sources.ffcv import BetonOptions, write_beton
 
     for split in SPLITS:
         order = _shuffled(source.files[split], opts.seed, split)
@@ -283,8 +283,8 @@ def _check_only_ours(dst: Path) -> None:
 def _source_and_writer(src: str | Path, opts: ConvertOptions) -> tuple[Any, Callable[..., None]]:
     """The scanned source and the writer for ``opts``' task and format."""
     if opts.task == "segment":
-        from .seg_convert import write_seg_wds
         from .seg_scan import scan_segment
+        from .segment import write_seg_wds
 
         return scan_segment(src, opts.num_classes, opts.reduce_zero_label), write_seg_wds
     return scan(src), (_write_wds if opts.fmt == "wds" else _write_ffcv)
@@ -293,7 +293,7 @@ def _source_and_writer(src: str | Path, opts: ConvertOptions) -> tuple[Any, Call
 def convert(src: str | Path, dst: str | Path, opts: ConvertOptions) -> int:
     """Convert ``src`` into ``dst``; return the exit code (0 done, 1 rejected: strict or an empty class)."""
     if opts.fmt == "ffcv":
-        from . import ffcv  # noqa: F401  (imported up front: seconds of numba/cv2 that the rate should not count)
+        from ..sources import ffcv  # noqa: F401  (imported up front: seconds of numba/cv2 that the rate should not count)
     started = time.perf_counter()
     src_root = Path(src).expanduser().resolve()
     dst_path = Path(dst).expanduser().resolve()

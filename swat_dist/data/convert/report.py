@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write
-from .index import SplitInfo
+from ...files import atomic_write
+from ..sources.index import SplitInfo
 from .scan import Source
 from .seg_scan import SegSource, split_of
 

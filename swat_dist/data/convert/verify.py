@@ -7,10 +7,10 @@ that decodes fully to RGB no larger than the index's ``max_resolution``; wds: ea
 ``.jpg`` and a ``.cls`` and keys are unique in the split. Then samples per file, per class and per split
 against the index. Prints a summary and returns 0, or prints every problem and returns 1; damage is a
 reported problem, never a traceback. Files are checked in parallel (``--workers``, 0 = all cores);
-progress goes to stderr (:mod:`..progress`: a bar on a terminal, plain lines in a log), the result to stdout.
+progress goes to stderr (:mod:`...progress`: a bar on a terminal, plain lines in a log), the result to stdout.
 
 Segmentation (``task: "segment"``): each sample has exactly a ``.jpg`` and a ``.png``; the mask decodes as
-a single-channel 8-bit PNG of the image's size with labels in range (:mod:`.masks`), and the images
+a single-channel 8-bit PNG of the image's size with labels in range (:mod:`..pixels.masks`), and the images
 holding each class and the pixels per raw mask value are held against the index.
 """
 
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..progress import progress
-from . import masks
-from .convert import cores, ordered_map
-from .index import DatasetIndex, ShardInfo, read_index
+from ...progress import progress
+from ..pixels import masks
+from ..sources.index import DatasetIndex, ShardInfo, read_index
+from .front import cores, ordered_map
 
 MAX_PER_FILE = 10  # problems listed per file before "... and N more"
 BETON_CHUNK = 4096  # records per task when one .beton is checked by several workers
@@ -110,7 +110,7 @@ def _check_pair(task: Task, out: Checked, key: str, sample: dict[str, bytes]) ->
 
 
 def _check_wds(task: Task, out: Checked) -> None:
-    from .wds import read_shard
+    from ..sources.wds import read_shard
 
     expected = {"jpg", "png"} if task.task == "segment" else {"jpg", "cls"}
     try:
@@ -130,7 +130,7 @@ def _check_wds(task: Task, out: Checked) -> None:
 
 
 def _check_ffcv(task: Task, out: Checked) -> None:
-    from .ffcv import open_beton
+    from ..sources.ffcv import open_beton
 
     try:
         beton = open_beton(str(task.path))

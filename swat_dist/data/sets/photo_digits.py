@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..convert.staging import write_once
 from .seg_digits import crop_photo, glyph_alpha, load_glyphs, load_photos
-from .staging import write_once
 
 SIZES = (32, 64)
 PHOTO_GAIN = 0.5  # the photo's brightness is halved, so that a full-value colour always stands out

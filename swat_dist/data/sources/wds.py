@@ -186,12 +186,12 @@ class ShardFiles:
 
 
 class WdsSource:
-    """Random access to the samples of a split's shards, for the planned loaders (:mod:`.loader`).
+    """Random access to the samples of a split's shards, for the planned loaders (:mod:`..loaders.loader`).
 
     WebDataset's own pipeline streams shards, which is what makes exactly-once delivery, equal step
     counts and mid-epoch resume hard (ranks and workers split *shards*, unevenly). Here the shards stay
     standard WebDataset files, but samples are read by byte offset: sample ids run over the shards in
-    index order, and the shard-group plan (:func:`.plan.shard_group_permutation`) keeps each batch's
+    index order, and the shard-group plan (:func:`..loaders.plan.shard_group_permutation`) keeps each batch's
     reads within a few shards. Offsets come from the tar headers, scanned once per process at start.
     """
 

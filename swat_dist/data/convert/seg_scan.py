@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .masks import class_names
+from ..pixels.masks import class_names
 from .scan import SPLITS, _files_below
 
 ADE_SPLITS = {"train": "training", "val": "validation"}  # our split name -> ADE's folder name

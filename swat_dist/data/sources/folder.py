@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 from torch import Tensor
 
-from .transforms import ImageTransform
+from ..pixels.transforms import ImageTransform
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import DataConfig, SegConfig
+from ...config import DataConfig, SegConfig
+from ..pixels.seg_pipeline import SegTrain, SegVal
 from .build import Loaders
 from .loader import Source, TrainLoader, ValLoader
-from .seg_pipeline import SegTrain, SegVal
 
 
 def _reduce_zero_label(data: DataConfig, seg: SegConfig) -> bool:
     """The config's choice, else the index's (wds), else ADE's convention (true)."""
     stored = None
     if data.format == "wds" and data.path is not None:
-        from .index import read_index
+        from ..sources.index import read_index
 
         stored = getattr(read_index(data.path), "reduce_zero_label", None)
     if seg.reduce_zero_label is None:
@@ -39,12 +39,12 @@ def _sources(data: DataConfig, seg: SegConfig) -> tuple[Source, Source, list[str
     val_tf = SegVal(seg.scale, reduce)
     assert data.path is not None  # DataConfig checks it
     if data.format == "wds":
-        from .seg_sources import SegWdsSource
+        from ..sources.seg_pairs import SegWdsSource
 
         train = SegWdsSource(data.path, "train", train_tf, val_tf)
         return train, SegWdsSource(data.path, "val", train_tf, val_tf), train.classes
     if data.format == "folder":
-        from .seg_sources import SegFolderSource
+        from ..sources.seg_pairs import SegFolderSource
 
         if not (Path(data.path) / "images").is_dir():
             raise ValueError(f"data.path {data.path}: no images/ folder (expected the ADEChallengeData2016 layout)")

@@ -8,7 +8,7 @@ resume. FFCV keeps its own compiled pipeline and uses the same plan through a tr
 
 Batches are ``(images uint8 (B, 3, H, W), labels int64 (B,))``, or masks int16 (B, H, W) for
 segmentation; normalisation, random erasing and mixup happen on the device
-(:mod:`swat_dist.data.transforms`, :mod:`swat_dist.tasks`), where they cost nothing next to the model.
+(:mod:`swat_dist.data.pixels.transforms`, :mod:`swat_dist.tasks`), where they cost nothing next to the model.
 """
 
 from __future__ import annotations

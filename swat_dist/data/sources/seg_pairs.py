@@ -1,9 +1,9 @@
-"""Random access to (image, mask) pairs for the planned loaders (:mod:`.loader`): WebDataset shards
+"""Random access to (image, mask) pairs for the planned loaders (:mod:`..loaders.loader`): WebDataset shards
 written by ``data convert --task segment`` (``<key>.jpg`` + ``<key>.png``), or an ADEChallengeData2016
 folder read as it is (``images/{training,validation}/*.jpg`` + ``annotations/.../*.png``: the reference).
 
 ``load(i, train)`` decodes the pair (the image upright: EXIF orientation applied, as the converter does)
-and hands the uint8 image (3, H, W) and raw uint8 mask (H, W) to the pipeline (:mod:`.seg_pipeline`).
+and hands the uint8 image (3, H, W) and raw uint8 mask (H, W) to the pipeline (:mod:`..pixels.seg_pipeline`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from . import masks
+from ..pixels import masks
 from .wds import ShardFiles
 
 Pipeline = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import DataConfig
+from ...config import DataConfig
+from ..pixels.transforms import DeviceAugment, colour_transform, eval_transform, train_transform
 from .loader import Source, TrainLoader, ValLoader
-from .transforms import DeviceAugment, colour_transform, eval_transform, train_transform
 
 
 @dataclass
@@ -46,7 +46,7 @@ def _sources(data: DataConfig, img_size: int, ev: dict[str, Any], num_classes: i
     )
     eval_tf = eval_transform(img_size, ev["crop_pct"], ev["interpolation"])
     if data.format == "synthetic":
-        from .synthetic import SyntheticSource
+        from ..sources.synthetic import SyntheticSource
 
         classes = data.synthetic_classes or num_classes
         val_samples = max(data.synthetic_samples // 5, 1)
@@ -55,12 +55,12 @@ def _sources(data: DataConfig, img_size: int, ev: dict[str, Any], num_classes: i
             SyntheticSource(val_samples, classes, img_size, seed + 1),
         )
     if data.format == "folder":
-        from .folder import FolderSource
+        from ..sources.folder import FolderSource
 
         assert data.path is not None  # DataConfig checks it
         return FolderSource(data.path, "train", train_tf, eval_tf), FolderSource(data.path, "val", train_tf, eval_tf)
     if data.format == "wds":
-        from .wds import WdsSource
+        from ..sources.wds import WdsSource
 
         assert data.path is not None
         return WdsSource(data.path, "train", train_tf, eval_tf), WdsSource(data.path, "val", train_tf, eval_tf)
@@ -138,7 +138,7 @@ def build_loaders(
     num_classes: int,
     img_size: int | None = None,
 ) -> Loaders:
-    """This rank's loaders and the device-side augmentation for ``data`` (see :mod:`swat_dist.data.plan`)."""
+    """This rank's loaders and the device-side augmentation for ``data`` (see :mod:`swat_dist.data.loaders.plan`)."""
     size = img_size or int(model_cfg.get("input_size", (3, 224, 224))[-1])
     ev = resolve_eval(data, model_cfg)
     if data.format == "ffcv":

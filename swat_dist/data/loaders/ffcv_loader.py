@@ -6,7 +6,7 @@ numba threads (``data.workers`` of them, at most the core count), ahead of the c
 - **Order** - FFCV's ``Loader`` takes a custom traversal order; ours (``ffcv._PlanOrder``) is the rest of
   this rank's planned epoch (:mod:`.plan`), so equal steps per rank, exactly-once and mid-epoch resume
   are the same as with every other backend, whatever the thread count.
-- **Crop and flip** - a pure function of (seed, epoch, sample id) (:mod:`.ffcv_crop`), computed per batch
+- **Crop and flip** - a pure function of (seed, epoch, sample id) (:mod:`..pixels.ffcv_crop`), computed per batch
   in a Python stage and applied by compiled code; FFCV's own crop draws from unseeded per-thread RNGs.
 - **RandAugment / colour jitter** - timm's own PIL ops (FFCV has none), applied here per sample with the
   per-sample seed the other backends use, in ``workers`` forked processes (in-process for 0). Not in a
@@ -32,18 +32,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .ffcv_crop import centre_crop, random_resized_crop, sample_keys
+from ..pixels.ffcv_crop import centre_crop, random_resized_crop, sample_keys
+from ..pixels.transforms import Colour
 from .loader import Batch, TrainLoader, ValLoader, sample_seed, seed_everything
 from .plan import PAD, val_batches
-from .transforms import Colour
 
 
 class BetonSplit:
     """One split of a converted FFCV dataset: its path, sample count, labels and the dataset's classes."""
 
     def __init__(self, root: str | Path, split: str) -> None:
-        from .ffcv import open_beton
-        from .index import read_index
+        from ..sources.ffcv import open_beton
+        from ..sources.index import read_index
 
         index = read_index(root)
         if index.format != "ffcv":
@@ -87,7 +87,7 @@ class FfcvTrainLoader(TrainLoader):
         hflip: float = 0.5,
         colour: Colour | None = None,
     ) -> None:
-        from .ffcv import BetonStream
+        from ..sources.ffcv import BetonStream
 
         # the plan only needs len(split); FFCV does the loading, so no DataLoader (TrainLoader.__init__)
         self._init_plan(split, world_size, rank, batch_size, seed, shard_sizes=None, shard_group=1)  # type: ignore[arg-type]
@@ -117,7 +117,7 @@ class FfcvTrainLoader(TrainLoader):
         # contiguous chunks, one per process; each sample seeded by itself, so the split changes nothing
         parts = np.array_split(np.arange(len(ids)), self._workers)
         tasks = [(None, self.seed, epoch, ids[p], images[p]) for p in parts if len(p)]
-        from .ffcv import host_batch
+        from ..sources.ffcv import host_batch
 
         # the processes send copies back: gather them into a page-locked batch like the crop stage's
         return np.concatenate(self._pool.map(_colour_chunk, tasks), out=host_batch(images.shape))
@@ -152,7 +152,7 @@ class FfcvValLoader(ValLoader):
         self, split: BetonSplit, *, world_size: int, rank: int, batch_size: int, size: int, crop_pct: float,
         workers: int = 0,
     ) -> None:  # fmt: skip
-        from .ffcv import BetonStream
+        from ..sources.ffcv import BetonStream
 
         self.num_samples = len(split)
         self._batches = val_batches(self.num_samples, world_size, rank, batch_size)

@@ -11,7 +11,7 @@ MNIST's), R = G = B. Upscaled from 8x8 by nearest neighbour: a model sees exactl
 a file can be checked against its source; bicubic would invent grey ramps and ring between them, and at
 the default 32 px the 4x4 blocks read fine. PNG because it is lossless; ``data convert`` makes the JPEGs.
 
-Written once through :func:`.staging.write_once` (staging folder, completion marker, options check).
+Written once through :func:`..convert.staging.write_once` (staging folder, completion marker, options check).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .staging import write_once
+from ..convert.staging import write_once
 
 
 def split(labels: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:

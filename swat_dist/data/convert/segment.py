@@ -1,11 +1,11 @@
 """``data convert --task segment --format wds``: (image, mask) pairs -> WebDataset shards.
 
-Each sample is ``<key>.jpg`` (the image, decoded by :mod:`.images` - colour modes, EXIF orientation - and
+Each sample is ``<key>.jpg`` (the image, decoded by :mod:`..pixels.images` - colour modes, EXIF orientation - and
 re-encoded at ``--jpeg-quality``, as for classification, but never resized: it must stay pixel-aligned with
 its mask) and ``<key>.png`` (the mask's raw labels, re-encoded losslessly as a single-channel 8-bit PNG).
 Keys are ``<n:08d>_<stem>``, ``n`` the pair's position in the split's sorted list.
 
-Per pair, in the worker processes: decode the image (upright), decode and check the mask (:mod:`.masks`),
+Per pair, in the worker processes: decode the image (upright), decode and check the mask (:mod:`..pixels.masks`),
 check their sizes agree, encode both. A pair that fails any step is skipped with its reason (the path named
 is the file at fault). EXIF orientation is applied to the image, as PIL/OpenCV-based readers (mmseg's
 included) apply it when training; the mask must match the *upright* size. A mask that matches only the
@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import masks
-from .convert import ConvertOptions, Mapper, _bar, _shuffled, _Written  # convert imports this module lazily
-from .images import ImageOptions, load_full, reason
-from .index import SplitInfo
+from ..pixels import masks
+from ..pixels.images import ImageOptions, load_full, reason
+from ..sources.index import SplitInfo
+from ..sources.wds import ShardSink
+from .front import ConvertOptions, Mapper, _bar, _shuffled, _Written  # convert imports this module lazily
 from .scan import SPLITS
 from .seg_scan import Pair, SegSource
-from .wds import ShardSink
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # as wds.sample_key: no dots, ASCII only
 NO_RESIZE = 2**30  # ImageOptions.max_resolution for segmentation: larger than any image

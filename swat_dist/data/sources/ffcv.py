@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .images import ImageOptions, load_rgb
+from ..pixels.images import ImageOptions, load_rgb
 
 _threads = torch.get_num_threads()
 import ffcv  # noqa: E402  (sets torch to 1 thread at import; restored below)

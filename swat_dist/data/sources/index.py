@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write
+from ...files import atomic_write
 
 INDEX_NAME = "index.json"
 VERSION = 1
