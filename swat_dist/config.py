@@ -29,6 +29,7 @@ from typing import Any, TypedDict
 
 import yaml
 
+from .config_timm import from_timm, is_timm_flat
 from .config_tree import (  # the tree, re-exported: callers import it from here
     DEEPSPEED_REFUSED,
     CheckpointConfig,
@@ -80,8 +81,6 @@ __all__ = [
 
 
 def _read_file(path: Path, notes: list[str], stack: tuple[Path, ...] = ()) -> dict[str, Any]:
-    from .config_timm import from_timm, is_timm_flat
-
     if path in stack:
         raise ConfigError(f"{path}: 'base' chain loops back to itself ({' -> '.join(map(str, stack))})")
     where = stack[-1] if stack else "config"

@@ -20,7 +20,7 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from .config import Config
+from .config_tree import Config
 from .config_types import ConfigError
 
 # timm 0.4.13 train.py defaults, for the keys that we map or that must keep their no-op value.
