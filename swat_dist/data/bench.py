@@ -21,7 +21,8 @@ from statistics import median
 
 from PIL import Image
 
-from .convert.front import ConvertOptions, convert
+from .convert.base import ConvertOptions
+from .convert.front import convert
 from .loaders.loader import Source, TrainLoader
 from .pixels.transforms import colour_transform, eval_transform, train_transform
 from .sets.synthetic import write_synthetic

@@ -10,7 +10,8 @@ import argparse
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .convert.front import ConvertOptions, convert
+    from .convert.base import ConvertOptions
+    from .convert.front import convert
 
     if args.task == "segment" and args.max_resolution is not None:
         raise ValueError("--max-resolution: --task segment keeps every image at its source size (masks stay exact)")

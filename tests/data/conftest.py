@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from swat_dist.data.convert.front import ConvertOptions, convert
+from swat_dist.data.convert.base import ConvertOptions
+from swat_dist.data.convert.front import convert
 
 from .corpus import MAX_PIXELS, MAX_RES, Entry, write_corpus
 

@@ -236,7 +236,8 @@ KILLED_RUN = """
 import sys, time
 from pathlib import Path
 from swat_dist.data.sources import wds
-from swat_dist.data.convert.front import ConvertOptions, convert
+from swat_dist.data.convert.base import ConvertOptions
+from swat_dist.data.convert.front import convert
 
 real_close = wds.ShardSink._close_current
 def close_then_hang(self):

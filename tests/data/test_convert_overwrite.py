@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from swat_dist.cli import main
-from swat_dist.data.convert.front import ConvertOptions, convert
+from swat_dist.data.convert.base import ConvertOptions
+from swat_dist.data.convert.front import convert
 from swat_dist.data.sets.synthetic import write_synthetic
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from swat_dist.data.convert.front import ConvertOptions, convert
+from swat_dist.data.convert.base import ConvertOptions
+from swat_dist.data.convert.front import convert
 from swat_dist.data.sets.synthetic import write_synthetic
 from swat_dist.data.sources.wds import WdsSource, scan_shard
 

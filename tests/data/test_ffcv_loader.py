@@ -19,7 +19,8 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from swat_dist.config import DataConfig
-from swat_dist.data.convert.front import ConvertOptions, convert
+from swat_dist.data.convert.base import ConvertOptions
+from swat_dist.data.convert.front import convert
 from swat_dist.data.loaders.build import build_loaders
 from swat_dist.data.loaders.ffcv_loader import BetonSplit, FfcvTrainLoader, FfcvValLoader
 from swat_dist.data.pixels.ffcv_crop import centre_crop, random_resized_crop, sample_keys

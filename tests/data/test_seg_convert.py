@@ -14,7 +14,8 @@ import webdataset as wds
 from PIL import Image
 
 from swat_dist.cli import main
-from swat_dist.data.convert.front import ConvertOptions, convert
+from swat_dist.data.convert.base import ConvertOptions
+from swat_dist.data.convert.front import convert
 from swat_dist.data.convert.segment import seg_key
 from swat_dist.data.convert.verify import verify
 from swat_dist.data.sets.seg_digits import write_seg_digits

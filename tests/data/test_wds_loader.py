@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from swat_dist.config import DataConfig
-from swat_dist.data.convert.front import ConvertOptions, convert
+from swat_dist.data.convert.base import ConvertOptions
+from swat_dist.data.convert.front import convert
 from swat_dist.data.loaders.build import build_loaders
 from swat_dist.data.loaders.loader import TrainLoader, ValLoader
 from swat_dist.data.pixels.transforms import eval_transform, train_transform

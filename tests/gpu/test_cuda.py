@@ -77,7 +77,8 @@ def test_segmentation_model_trains_in_bf16():
 
 @pytest.mark.skipif(importlib.util.find_spec("ffcv") is None, reason="ffcv is not installed here (C extension)")
 def test_ffcv_batches_reach_the_gpu_pinned_and_normalised(tmp_path):
-    from swat_dist.data.convert.front import ConvertOptions, convert
+    from swat_dist.data.convert.base import ConvertOptions
+    from swat_dist.data.convert.front import convert
     from swat_dist.data.loaders.ffcv_loader import BetonSplit, FfcvTrainLoader
     from swat_dist.data.pixels.transforms import DeviceAugment, colour_transform
     from swat_dist.tasks.classify import ClassificationTask

@@ -161,7 +161,8 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, .
     """One small image folder (68 train, 8 val, 3 classes, 32 px noise) and its wds and ffcv conversions."""
     from PIL import Image
 
-    from swat_dist.data.convert.front import ConvertOptions, convert
+    from swat_dist.data.convert.base import ConvertOptions
+    from swat_dist.data.convert.front import convert
 
     root = tmp_path_factory.mktemp("elastic") / "folder"
     rng = np.random.default_rng(0)

@@ -15,8 +15,7 @@ from typing import Any
 
 from ...files import atomic_write
 from ..sources.index import SplitInfo
-from .scan import Source
-from .seg_scan import SegSource, split_of
+from .scan import SegSource, Source, split_of
 
 SHOWN = 20  # classes / skipped files printed before "see report.txt"
 

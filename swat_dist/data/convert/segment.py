@@ -1,4 +1,4 @@
-"""``data convert --task segment --format wds``: (image, mask) pairs -> WebDataset shards.
+"""The segmentation writer (``data convert --task segment --format wds``): (image, mask) pairs -> WebDataset shards.
 
 Each sample is ``<key>.jpg`` (the image, decoded by :mod:`..pixels.images` - colour modes, EXIF orientation - and
 re-encoded at ``--jpeg-quality``, as for classification, but never resized: it must stay pixel-aligned with
@@ -28,9 +28,8 @@ from ..pixels import masks
 from ..pixels.images import ImageOptions, load_full, reason
 from ..sources.index import SplitInfo
 from ..sources.wds import ShardSink
-from .front import ConvertOptions, Mapper, _bar, _shuffled, _Written  # convert imports this module lazily
-from .scan import SPLITS
-from .seg_scan import Pair, SegSource
+from .base import ConvertOptions, Mapper, Written, progress_bar, shuffled
+from .scan import SPLITS, Pair, SegSource
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # as wds.sample_key: no dots, ASCII only
 NO_RESIZE = 2**30  # ImageOptions.max_resolution for segmentation: larger than any image
@@ -84,15 +83,15 @@ def encode_pair(
     return SegEncoded(out.getvalue(), masks.encode(labels_HW), hist, note)
 
 
-def write_seg_wds(source: SegSource, out: Path, opts: ConvertOptions, imap: Mapper, written: _Written) -> None:
+def write_wds(source: SegSource, out: Path, opts: ConvertOptions, imap: Mapper, written: Written) -> None:
     image_opts = ImageOptions(NO_RESIZE, opts.jpeg_quality, opts.max_pixels)
     fn = partial(encode_pair, str(source.root), image_opts, opts.num_classes, opts.reduce_zero_label)
     for split in SPLITS:
-        order = _shuffled(source.files[split], opts.seed, split)
+        order = shuffled(source.files[split], opts.seed, split)
         sink = ShardSink(out, split, opts.shard_bytes)
         per_class = np.zeros(len(source.classes), np.int64)
         pixels = np.zeros(masks.LEVELS, np.int64)
-        with _bar(len(order), f"{split} (wds, segment)") as bar:
+        with progress_bar(len(order), f"{split} (wds, segment)") as bar:
             for (n, pair), result in zip(order, imap(fn, [p for _, p in order])):
                 bar.update()
                 if isinstance(result, tuple):

@@ -28,7 +28,7 @@ from PIL import Image
 from ...progress import progress
 from ..pixels import masks
 from ..sources.index import DatasetIndex, ShardInfo, read_index
-from .front import cores, ordered_map
+from .base import cores, ordered_map
 
 MAX_PER_FILE = 10  # problems listed per file before "... and N more"
 BETON_CHUNK = 4096  # records per task when one .beton is checked by several workers

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..convert.seg_scan import ADE_SPLITS
+from ..convert.scan import ADE_SPLITS
 from ..convert.staging import write_once
 from .digits import split as digit_split
 
