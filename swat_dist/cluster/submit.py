@@ -37,6 +37,7 @@ from ..train import preempt
 from ..train.checkpoint_paths import resolve
 from .container import python_command, srun_args
 from .profile import Plan
+from .sweep_parent import end_parent_when_all_done
 
 REQUEUE_WAIT_S = 300  # how long ranks > 0 wait for Slurm to end them after rank 0 requeued the job
 
@@ -79,8 +80,6 @@ class TrainJob(submitit.helpers.Checkpointable):
         summary = run(cfg, env)
         if not summary.get("stopped"):
             if env.is_main and cfg.tracking.backend == "mlflow" and summary.get("run_dir"):
-                from .sweep_submit import end_parent_when_all_done
-
                 end_parent_when_all_done(cfg, Path(summary["run_dir"]))
             return summary
         return self._requeue(env, signum, int(summary["steps"]))

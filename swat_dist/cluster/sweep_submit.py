@@ -18,7 +18,8 @@ from typing import Any
 
 from . import jobs
 from .submit import JobFailed, array_sbatch_script, log_paths, sbatch_script, submit, submit_array, wait
-from .sweep import Element, SweepPlan, describe, ended_summary, read_manifest, write_manifest
+from .sweep import Element, SweepPlan, describe, write_manifest
+from .sweep_parent import end_parent, open_parent
 
 
 def array_plan(sweep: SweepPlan) -> Any:
@@ -44,38 +45,6 @@ def dry_run(sweep: SweepPlan) -> str:
     return "\n".join(out)
 
 
-def _parent(sweep: SweepPlan) -> dict[str, str] | None:
-    from ..tracking.tracker import open_sweep_parent
-
-    old = (read_manifest(sweep.sweep_dir) or {}).get("tracking") or {}
-    return open_sweep_parent(sweep.base, sweep.sweep_dir, sweep.name, sweep.grid, old.get("parent_run_id"))
-
-
-def _end_parent(sweep: SweepPlan, tracking: dict[str, str] | None, failed: list[str]) -> None:
-    if tracking is None:
-        return
-    from ..tracking.tracker import end_sweep_parent
-
-    end_sweep_parent(sweep.base, sweep.sweep_dir, tracking["parent_run_id"], "FAILED" if failed else "FINISHED")
-
-
-def end_parent_when_all_done(cfg: Any, run_dir: Path) -> None:
-    """Called by an element that has just finished: when every element of its sweep has, end the parent run.
-
-    A sweep submitted without ``--wait`` has no driver left to do it, so the last element to finish does;
-    each writes its own summary.json first, so the last one sees all of them (two at once: both end it,
-    which is harmless). A sweep with a failed element stays RUNNING until that element is re-run."""
-    sweep_dir = run_dir.parent
-    manifest = read_manifest(sweep_dir) or {}
-    parent = (manifest.get("tracking") or {}).get("parent_run_id")
-    if not parent or run_dir.name not in manifest.get("elements", {}):
-        return
-    if all(ended_summary(sweep_dir / name) is not None for name in manifest["elements"]):
-        from ..tracking.tracker import end_sweep_parent
-
-        end_sweep_parent(cfg, sweep_dir, parent, "FINISHED")
-
-
 def _record(e: Element, job: Any) -> None:
     p = e.plan
     jobs.record(p.run_dir, job.job_id, executor=p.executor, cluster=p.profile.name, nodes=p.nodes,
@@ -91,7 +60,7 @@ def run_sweep(sweep: SweepPlan, wait_for_it: bool) -> int:
     if not todo:
         print(f"compare: swat-dist compare --sweep {sweep.sweep_dir} --out {sweep.sweep_dir / 'compare'}")
         return 0
-    tracking = _parent(sweep)
+    tracking = open_parent(sweep)
     if tracking is not None:
         print(f"MLflow parent run {tracking['parent_run_id']} (experiment {tracking['experiment']!r}) in "
               f"{tracking['uri']}")  # fmt: skip
@@ -130,7 +99,7 @@ def _run_locally(sweep: SweepPlan, tracking: dict[str, str] | None) -> list[str]
             print(f"{where}: {summary.get('steps')} steps, final {final}", flush=True)
     finally:  # also when interrupted: the next `cancel` must not signal a pid that is no longer ours
         write_manifest(sweep, tracking, [], driver_pid=None)
-    _end_parent(sweep, tracking, failed)
+    end_parent(sweep, tracking, failed)
     return failed
 
 
@@ -154,5 +123,5 @@ def _submit_array(sweep: SweepPlan, tracking: dict[str, str] | None, wait_for_it
             wait(job)
         except JobFailed as err:
             failed.append(f"{e.name}: {err}")
-    _end_parent(sweep, tracking, failed)
+    end_parent(sweep, tracking, failed)
     return failed
