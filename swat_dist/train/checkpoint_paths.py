@@ -1,6 +1,8 @@
 """Where checkpoints are, which is the latest, and whether one is whole: path and file logic only (no
 torch: hashlib, json, zipfile), so the login-node commands (``swat-dist submit``, ``jobs``) and the
-trainer read the ``latest`` pointer and verify a checkpoint the same way.
+trainer read the ``latest`` pointer and verify a checkpoint the same way. :func:`weights_file` turns a run,
+checkpoint or ``.safetensors`` path into the verified weights file that export, fine-tuning and the
+segmentation backbone load.
 
 A checkpoint folder is *verifiable* through ``manifest.json``: the size and sha256 of every file in it,
 written by rank 0 after every rank's files are complete and just before ``latest`` moves (see
@@ -230,3 +232,24 @@ def resolve(run_dir: Path, resume: str, hashes: bool = False, report: Report | N
             raise ValueError(f"checkpoint {path} does not verify: {why}")
         return path
     raise ValueError(f"{resume!r} is not a checkpoint folder, a checkpoints folder or a run folder with a 'latest'")
+
+
+def weights_file(source: str | Path, ema: bool = False) -> Path:
+    """The ``.safetensors`` file ``source`` names: itself, or the newest verified checkpoint's model/EMA
+    weights. A truncated file is refused here, in one line naming it, not when a loader trips on it."""
+    path = Path(source)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise FileNotFoundError(f"no such weights file: {path}")
+        file = path
+    else:
+        folder = resolve(Path("."), str(path), report=print)
+        if folder is None:
+            raise ValueError(f"{source}: no checkpoint found")
+        file = folder / ("ema.safetensors" if ema else "model.safetensors")
+        if not file.is_file():
+            raise ValueError(f"{folder} has no {file.name}{' (was ema.enabled on?)' if ema else ''}")
+    why = safetensors_problem(file)  # reads the header only: cheap whatever the file's size
+    if why:
+        raise ValueError(f"{file} {why}")
+    return file

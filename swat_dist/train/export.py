@@ -22,28 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import Config
 from ..files import as_if_opened
-from .checkpoint_paths import resolve, safetensors_problem
-
-
-def weights_file(source: str | Path, ema: bool = False) -> Path:
-    """The ``.safetensors`` file ``source`` names: itself, or the newest verified checkpoint's model/EMA
-    weights. A truncated file is refused here, in one line naming it, not when a loader trips on it."""
-    path = Path(source)
-    if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise FileNotFoundError(f"no such weights file: {path}")
-        file = path
-    else:
-        folder = resolve(Path("."), str(path), report=print)
-        if folder is None:
-            raise ValueError(f"{source}: no checkpoint found")
-        file = folder / ("ema.safetensors" if ema else "model.safetensors")
-        if not file.is_file():
-            raise ValueError(f"{folder} has no {file.name}{' (was ema.enabled on?)' if ema else ''}")
-    why = safetensors_problem(file)  # reads the header only: cheap whatever the file's size
-    if why:
-        raise ValueError(f"{file} {why}")
-    return file
+from .checkpoint_paths import weights_file
 
 
 def export(source: str | Path, out: str | Path, ema: bool = False, overwrite: bool = True) -> Path:

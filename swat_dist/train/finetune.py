@@ -21,7 +21,7 @@ from torch import nn
 
 from ..config import Config
 from ..models.factory import check_model_name
-from .export import weights_file
+from .checkpoint_paths import weights_file
 
 
 def build_model(cfg: Config) -> Any:

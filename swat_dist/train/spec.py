@@ -21,7 +21,7 @@ from torch import nn
 from ..config import Config
 from ..data.loaders.build import Loaders, build_loaders
 from ..dist import DistEnv
-from .export import weights_file
+from .checkpoint_paths import weights_file
 from .finetune import _classifier
 from .finetune import build_model as build_classifier
 

@@ -19,8 +19,8 @@ import pytest
 from safetensors.torch import load_file
 
 from swat_dist.cli import main
-from swat_dist.train.checkpoint_paths import MANIFEST, check_model, resolve
-from swat_dist.train.export import export, weights_file
+from swat_dist.train.checkpoint_paths import MANIFEST, check_model, resolve, weights_file
+from swat_dist.train.export import export
 
 from .test_train_runs import MODEL, losses, overrides, spawn
 
