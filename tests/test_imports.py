@@ -1,6 +1,6 @@
-"""The package's import structure (STYLE.md): one importer per heavy dependency, and the dependency
-direction - login-node code free of torch/timm, tracking/ never importing train/, models/ knowing nothing
-of config, data, training or tracking."""
+"""The package's import structure (STYLE.md): one importer per heavy dependency, no circle of modules that
+import each other, and the dependency direction - login-node code free of torch/timm, tracking/ never
+importing train/, models/ knowing nothing of config, data, training or tracking."""
 
 import ast
 import subprocess
@@ -45,9 +45,10 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 mod = ".".join(base + ([node.module] if node.module else []))
-                # `from . import x` imports the submodule x when there is one
+                # `from . import x` imports the submodule x when there is one (the package itself only
+                # when a name is not a submodule: its __init__ runs either way, see _loaded_at_import)
                 subs = [f"{mod}.{a.name}" for a in node.names if _path(f"{mod}.{a.name}") is not None]
-                out += [(m, id(node) in top) for m in [mod, *subs]]
+                out += [(m, id(node) in top) for m in ([mod] if len(subs) < len(node.names) else []) + subs]
             else:
                 out.append((node.module or "", id(node) in top))
     return out
@@ -204,3 +205,51 @@ def test_data_never_imports_training_tracking_or_cluster():
 def test_the_direction_scan_would_see_an_upward_import():
     # guards the scan: training code does import tracking
     assert "swat_dist.train.run -> swat_dist.tracking.choose" in _reaches("swat_dist.train", {"swat_dist.tracking"})
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Each swat_dist module -> the swat_dist modules it imports, at module level or inside a function."""
+    return {module: {n for n, _ in imports if n in GRAPH and n != module} for module, imports in GRAPH.items()}
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every group of two or more modules that reach each other through imports (Tarjan's strongly connected
+    components), each sorted. A lazy import closes a circle as well as a module-level one: the modules still
+    cannot be read, tested or moved apart."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = stack[stack.index(v) :]
+            del stack[stack.index(v) :]
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_modules_import_each_other_round_a_circle():
+    circles = _circles(_module_graph())
+    assert not circles, "import circles (move the piece both use down to where both import it): " + "; ".join(
+        " <-> ".join(c) for c in circles
+    )
+
+
+def test_the_circle_scan_would_see_a_circle():
+    # guards the scan: a loop of three with a tail into it, and a lazy import counted as an edge
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}) == [["a", "b", "c"]]
+    assert "swat_dist.train.spec" in _module_graph()["swat_dist.train.export"]  # inside export's functions
