@@ -202,6 +202,32 @@ def test_data_never_imports_training_tracking_or_cluster():
     assert not _reaches("swat_dist.data", {"swat_dist.train", "swat_dist.tracking", "swat_dist.cluster"})
 
 
+# What each folder of data/ may import of swat_dist besides itself, as its __init__ says: one floor per
+# folder, so a reader finds a thing by its folder's name and a new module cannot pull a floor up.
+DATA_FLOORS = {
+    "pixels": set(),
+    "sources": {"data.pixels", "files"},
+    "loaders": {"data.sources", "data.pixels", "config"},
+    "convert": {"data.sources", "data.pixels", "files", "progress"},
+    "sets": {"data.convert", "data.sources", "progress"},
+}
+
+
+def test_each_data_folder_imports_only_the_floors_below_it():
+    for folder, allowed in DATA_FLOORS.items():
+        package = f"swat_dist.data.{folder}"
+        own = [package, *(f"swat_dist.{a}" for a in allowed)]
+        found = [r.split(" -> ") for r in _reaches(package, {"swat_dist"})]
+        wrong = [f"{m} -> {n}" for m, n in found if not any(n == o or n.startswith(o + ".") for o in own)]
+        assert not wrong, f"{package} may import {sorted(allowed)} (its __init__ says so), not: {wrong}"
+
+
+def test_the_floor_scan_would_see_an_import_from_data_loaders():
+    # guards the scan: the loaders do import the sources (build -> sources.wds, inside a function)
+    found = _reaches("swat_dist.data.loaders", {"swat_dist.data.sources"})
+    assert "swat_dist.data.loaders.build -> swat_dist.data.sources.wds" in found
+
+
 def test_the_direction_scan_would_see_an_upward_import():
     # guards the scan: training code does import tracking
     assert "swat_dist.train.run -> swat_dist.tracking.choose" in _reaches("swat_dist.train", {"swat_dist.tracking"})
