@@ -63,12 +63,44 @@ def test_the_fast_backward_runs_only_in_cpu_training_outside_explicit_mode():
 def test_compiled_weight_gradient_equals_the_native_one(monkeypatch):
     monkeypatch.setattr(depthwise, "COMPILE_MIN_ELEMENTS", 0)
     monkeypatch.setattr(depthwise, "_COMPILED", {})
+    monkeypatch.setattr(depthwise, "_CHECKED", set())
     ours, native = _pair(24, 5, torch.float32)
     x = torch.randn(3, 24, 9, 9).contiguous(memory_format=torch.channels_last)
     g = torch.randn(3, 24, 9, 9)
-    got, want = _grads(ours, x, g), _grads(native, x, g)
-    assert "fn" in depthwise._COMPILED and "failed" not in depthwise._COMPILED
-    torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # said once where the compiled kernel cannot be used; checked below
+        got, want = _grads(ours, x, g), _grads(native, x, g)
+    torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=1e-5)  # whichever path ran
+    assert "fn" in depthwise._COMPILED
+    if "failed" in depthwise._COMPILED:  # torch 2.14.1: no build with ATen default kernels, wrong with AVX2 at 1 thread
+        pytest.skip(f"the compiled kernel is unusable with these CPU kernels: {depthwise._COMPILED['failed']}")
+    checked = depthwise._CHECKED
+    assert checked == {((3, 24, 9, 9), (2, 2))}  # the first result at this shape was checked, and passed
+
+
+def test_a_miscompiled_kernel_is_caught_at_its_first_shape_and_never_used(monkeypatch):
+    """What inductor's AVX2 kernels at one thread did (torch 2.14.1): gradients of 1e33 or NaN."""
+    calls = []
+
+    def garbage(x, grad, padding):
+        calls.append(tuple(x.shape))
+        return torch.full((x.shape[1], 1, 3, 3), 1e33, dtype=x.dtype)
+
+    monkeypatch.setattr(depthwise, "COMPILE_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(depthwise, "_COMPILED", {"fn": garbage})
+    monkeypatch.setattr(depthwise, "_CHECKED", set())
+    ours, native = _pair(6, 3)
+    x, g = torch.randn(2, 6, 5, 5, dtype=torch.float64), torch.randn(2, 6, 5, 5, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        first, again = _grads(ours, x, g), _grads(ours, x, g)
+    want = _grads(native, x, g)
+    for got in (first, again):
+        torch.testing.assert_close(got[2], want[2], rtol=0, atol=1e-11)
+    assert calls == [(2, 6, 5, 5)]  # tried once, then never again
+    said = [str(w.message) for w in seen if "compiled weight gradient" in str(w.message)]
+    assert said == ["depthwise conv: the compiled weight gradient is unavailable (its result at input (2, 6, 5, 5) "
+                    "differs from the eager gradient's); using the eager one (about 2x slower on this op)"]  # fmt: skip
 
 
 def test_a_failed_compile_falls_back_to_the_eager_gradient_and_says_so_once(monkeypatch):

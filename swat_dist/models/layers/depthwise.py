@@ -19,6 +19,7 @@ torch.compile'd model (``engine.compile``, which lowers the conv itself) see the
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -60,7 +61,21 @@ def _shifted_products(x: Tensor, grad: Tensor, padding: tuple[int, int]) -> Tens
 # (DeiT-S at batch 16: 4.8 M), never the tests' or the demo's micro models. Fused, it reads x and grad
 # once: 12.7 ms against the fold's 25 ms (two layout copies and a 14 x 14-kernel conv) at DeiT-S batch 16.
 COMPILE_MIN_ELEMENTS = 1 << 21
-_COMPILED: dict[str, object] = {}  # "fn": the compiled function, or "failed": why it could not compile
+_COMPILED: dict[str, object] = {}  # "fn": the compiled function, or "failed": why it cannot be used
+# The (input shape, padding) pairs whose compiled result was checked against the eager fold. Inductor has
+# miscompiled this reduction: torch 2.14.1's AVX2 kernels at one thread read uninitialised memory (NaN or
+# 1e33 gradients; ATEN_CPU_CAPABILITY=avx2 on any x86 CPU, or a CPU without AVX-512). One fold per new
+# shape - a handful per run - finds such a kernel before its result is used.
+_CHECKED: set[tuple[tuple[int, ...], tuple[int, int]]] = set()
+
+
+def _give_up(reason: str) -> None:
+    _COMPILED["failed"] = reason
+    warnings.warn(
+        f"depthwise conv: the compiled weight gradient is unavailable ({reason}); "
+        "using the eager one (about 2x slower on this op)",
+        stacklevel=3,
+    )
 
 
 def _compiled_weight_grad(x: Tensor, grad: Tensor, padding: tuple[int, int]) -> Tensor | None:
@@ -71,15 +86,18 @@ def _compiled_weight_grad(x: Tensor, grad: Tensor, padding: tuple[int, int]) -> 
         if "fn" not in _COMPILED:
             _COMPILED["fn"] = torch.compile(_shifted_products, dynamic=True, fullgraph=True)
         out: Tensor = _COMPILED["fn"](x, grad, padding)  # type: ignore[operator]
-        return out
     except Exception as exc:  # any backend failure: the eager fold computes the same gradient
-        _COMPILED["failed"] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-        warnings.warn(
-            f"depthwise conv: the compiled weight gradient is unavailable ({_COMPILED['failed']}); "
-            "using the eager one (about 2x slower on this op)",
-            stacklevel=2,
-        )
+        _give_up(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}")
         return None
+    key = (tuple(x.shape), padding)
+    if key not in _CHECKED:
+        eager = _folded_weight_grad(x, grad, padding)
+        scale = float(eager.abs().amax())
+        if math.isfinite(scale) and not torch.allclose(out, eager, rtol=1e-3, atol=1e-3 * scale):
+            _give_up(f"its result at input {tuple(x.shape)} differs from the eager gradient's")
+            return eager
+        _CHECKED.add(key)
+    return out
 
 
 def _weight_grad(x: Tensor, grad: Tensor, padding: tuple[int, int]) -> Tensor:
