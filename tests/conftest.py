@@ -1,5 +1,7 @@
 """Shared test set-up: registering the models, deterministic CPU runs."""
 
+import os
+
 import pytest
 import torch
 
@@ -22,5 +24,6 @@ def _seed() -> None:
 
 
 # Two threads on a 2-core machine shared with other processes thrash (tests ran 5-20x slower); one
-# thread per test process is steady. Tests that need more set it themselves.
-torch.set_num_threads(1)
+# thread per test process is steady. Tests that need more set it themselves. SWAT_TEST_THREADS runs the
+# suite with another count (tests/models/test_portable.py: results must not depend on it).
+torch.set_num_threads(int(os.environ.get("SWAT_TEST_THREADS", "1")))
