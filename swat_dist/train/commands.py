@@ -22,6 +22,7 @@ def _train(args: argparse.Namespace) -> int:
     from ..dist import read_env
     from . import preempt
     from .run import run
+    from .run_lock import FolderInUse
     from .trainer import NonFiniteLoss
 
     cfg = _config(args)
@@ -32,6 +33,10 @@ def _train(args: argparse.Namespace) -> int:
     except NonFiniteLoss as err:
         print(f"swat-dist train: stopped: {err}", file=sys.stderr)
         return 3
+    except FolderInUse as err:  # raised on every rank: one line in the job log, not one per rank
+        if env.is_main:
+            print(f"swat-dist train: error: {err}", file=sys.stderr)
+        return 2
     if summary.get("stopped"):
         signum = preempt.received() or int(signal.SIGTERM)
         if env.is_main:

@@ -14,7 +14,7 @@ from ..data.loaders.loader import seed_everything
 from ..dist import DistEnv
 from ..tasks import build_task
 from ..tracking.choose import make_tracker
-from . import elastic
+from . import elastic, run_lock
 from .checkpoint import CheckpointManager, resume_point
 from .checkpoint_paths import read_meta, tag_for
 from .cpu_memory import keep_freed_memory
@@ -66,10 +66,14 @@ def run(cfg: Config, env: DistEnv) -> dict[str, Any]:
     if device.type == "cpu":
         keep_freed_memory()  # no page faults re-fetching each step's activations (cpu_memory.py)
     init_distributed(env, device)
+    held = None
     try:
+        # before anything is read or written in the folder; every rank stops at once if it is in use
+        held = run_lock.take(Path(derived(cfg, env.world_size)["output_dir"]), env)
         return _run(cfg, env, device)
     finally:
-        destroy()
+        destroy()  # its barrier: every rank is done with the folder before the lock goes
+        run_lock.release(held)
 
 
 def _elastic(
