@@ -22,7 +22,7 @@ import difflib
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, TypedDict
@@ -251,13 +251,22 @@ _Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,20
 
 def to_yaml(cfg: Config) -> str:
     """The resolved tree as YAML, in field order; loads back to an equal config."""
-    return yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return _dump(to_dict(cfg))
 
 
-def save_config(cfg: Config, run_dir: str | Path) -> Path:
-    """Write ``run_dir/config.yaml``: the resolved tree (loads back to an equal config), hash in its header."""
+def _dump(tree: dict[str, Any]) -> str:
+    return yaml.dump(tree, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+def save_config(cfg: Config, run_dir: str | Path, redact: Callable[[Any], Any] | None = None) -> Path:
+    """Write ``run_dir/config.yaml``: the resolved tree (loads back to an equal config), hash in its header.
+
+    ``redact`` (the run passes tracking's ``redact_tree``) replaces credentials in the tree first: the file
+    then loads back to the config less its secrets, which a run takes from the environment again. The
+    header keeps the hash of the config as given."""
+    tree = to_dict(cfg) if redact is None else redact(to_dict(cfg))
     path = Path(run_dir) / "config.yaml"
-    atomic_write(path, f"# swat_dist resolved config; config_hash: {config_hash(cfg)}\n{to_yaml(cfg)}")
+    atomic_write(path, f"# swat_dist resolved config; config_hash: {config_hash(cfg)}\n{_dump(tree)}")
     return path
 
 

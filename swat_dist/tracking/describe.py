@@ -11,10 +11,11 @@ import socket
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..config import Config, config_hash, to_dict
 from ..dist import DistEnv
-from .redact import redact
+from .redact import REDACTED, redact, redact_text
 from .system import node_id
 
 DEFAULT_EXPERIMENT = "swat_dist"
@@ -24,9 +25,35 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value (longer values are ref
 
 
 def tracking_uri(configured: str | None, output_root: Path) -> str:
-    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else a sqlite file in the output root (``runs/mlflow.db``)."""
+    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else a sqlite file in the output root (``runs/mlflow.db``);
+    an http(s) URI without its credentials (see :func:`without_credentials`)."""
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or "sqlite:///" + str((output_root / "mlflow.db").resolve())
+    return without_credentials(uri) if uri else "sqlite:///" + str((output_root / "mlflow.db").resolve())
+
+
+def without_credentials(uri: str) -> str:
+    """An http(s) ``uri`` without ``user:password@``: those go to this process's ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD``, which MLflow's client sends as basic auth (and children inherit).
+
+    Why: MLflow prints the URI it was given at the end of a run ("View run ... at: http://user:pw@..."), into a
+    job log that most clusters make world-readable. A password redacted in a saved config (``***`` in
+    ``RUN/config.yaml``) is taken from ``MLFLOW_TRACKING_PASSWORD``; without it, a ValueError. Database URIs
+    keep theirs: SQLAlchemy reads them there, and MLflow prints no link for a database store.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme.lower() not in ("http", "https") or "@" not in parts.netloc:
+        return uri
+    user = unquote(parts.username or "")
+    password = None if parts.password is None else unquote(parts.password)
+    if password == REDACTED:
+        password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        if not password:
+            raise ValueError(f"tracking URI {redact_text(uri)}: its password was redacted (a saved config.yaml); "
+                             f"set MLFLOW_TRACKING_PASSWORD to the password of {user!r}")  # fmt: skip
+    os.environ["MLFLOW_TRACKING_USERNAME"] = user
+    if password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def experiment_name(configured: str | None) -> str:
@@ -37,10 +64,11 @@ def check_uri(uri: str) -> None:
     """Raise ValueError unless ``uri`` names a store MLflow can log to."""
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme not in KNOWN_SCHEMES:
-        raise ValueError(f"tracking URI {uri!r}: expected one of {', '.join(s + '://' for s in KNOWN_SCHEMES)}")
+        known = ", ".join(s + "://" for s in KNOWN_SCHEMES)
+        raise ValueError(f"tracking URI {redact_text(uri)!r}: expected one of {known}")
     if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
         why = "MLflow 3.17 refuses file stores (unless MLFLOW_ALLOW_FILE_STORE=true); use sqlite:///FILE"
-        raise ValueError(f"tracking URI {uri!r}: {why}")
+        raise ValueError(f"tracking URI {redact_text(uri)!r}: {why}")
 
 
 def local_db(uri: str) -> Path | None:

@@ -14,6 +14,7 @@ from ..data.loaders.loader import seed_everything
 from ..dist import DistEnv
 from ..tasks import build_task
 from ..tracking.choose import make_tracker
+from ..tracking.redact import redact_tree
 from . import elastic, run_lock
 from .checkpoint import CheckpointManager, resume_point
 from .checkpoint_paths import read_meta, tag_for
@@ -103,7 +104,7 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
     if done is not None:
         return done
     if env.is_main:
-        save_config(cfg, run_dir)
+        save_config(cfg, run_dir, redact=redact_tree)  # no credentials in the run folder (tracking/redact.py)
     seed_everything(cfg.seed)  # the same initial weights on every rank and in every run of this config
     spec = spec_for(cfg)
     model = spec.build_model(cfg, env)
