@@ -202,7 +202,12 @@ class EngineConfig(Node):
     """DeepSpeed: ZeRO stage, precision, accumulation; ``deepspeed`` is merged last into the generated config."""
 
     _key: ClassVar[str] = "engine"
-    zero_stage: Literal[0, 1, 2, 3] = 0  # ZeRO does not pay off for models this small (USERS.md)
+    # 1, not 0: DeepSpeed 0.19.8 wraps a client AdamW at stage 0 in bf16/fp16 in FP16_UnfusedOptimizer, which
+    # steps Adam once on zero gradients when built (the first update ~0.74x too small) and reads one bool per
+    # parameter tensor per step (a host sync each on CUDA). ZeRO-1 steps AdamW exactly; its cost next to
+    # stage 0 is an all-gather of the updated bf16 weights per step, for a reduce-scatter instead of the
+    # gradient all-reduce (about the same bytes), and it keeps 1/world of the fp32 master and moments.
+    zero_stage: Literal[0, 1, 2, 3] = 1
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     grad_accum: int = 1
     offload_optimizer: bool = False
@@ -214,6 +219,13 @@ class EngineConfig(Node):
 
     def _check(self) -> None:
         self._range("grad_accum", lo=1)
+        self._need(
+            "zero_stage",
+            self.zero_stage > 0 or self.precision == "fp32",
+            f"must be >= 1 with engine.precision {self.precision}: at stage 0 DeepSpeed wraps the AdamW in "
+            "FP16_UnfusedOptimizer, which takes one Adam step on zero gradients before training (or use "
+            "engine.precision fp32)",
+        )
         self._need(
             "offload_optimizer", not self.offload_optimizer or self.zero_stage >= 1, "needs engine.zero_stage >= 1"
         )

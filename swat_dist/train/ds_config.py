@@ -58,6 +58,10 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict[str, Any]:
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": True, **FP16_LOSS_SCALING} if precision == "fp16" else {"enabled": False},
         "zero_optimization": _zero(cfg),
+        # Reduce gradients in fp32, not in the model's bf16 (DeepSpeed's default): a bf16 sum over ranks
+        # rounds each addend to 8 mantissa bits. Cost: twice the gradient bytes on the wire, small next
+        # to the step for models of this size (<= 86 M parameters).
+        "communication_data_type": "fp32",
         "steps_per_print": 2**31 - 1,  # we log ourselves
         "wall_clock_breakdown": False,
     }

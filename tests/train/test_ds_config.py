@@ -6,6 +6,7 @@ import itertools
 import json
 
 import pytest
+import torch
 
 from swat_dist.config import Config, ConfigError, load_config
 from swat_dist.train.ds_config import BUCKET, FP16_LOSS_SCALING, deepspeed_config
@@ -31,7 +32,14 @@ def test_the_default_config_exactly():
         "gradient_clipping": 5.0,
         "bf16": {"enabled": True},
         "fp16": {"enabled": False},
-        "zero_optimization": {"stage": 0},
+        "zero_optimization": {
+            "stage": 1,  # stage 0 in bf16 steps Adam once before training (issue 24, tests/train/test_engine_adam.py)
+            "contiguous_gradients": True,
+            "overlap_comm": False,
+            "reduce_bucket_size": BUCKET,
+            "allgather_bucket_size": BUCKET,
+        },
+        "communication_data_type": "fp32",
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
@@ -57,7 +65,10 @@ STAGES = [(s, oo, op) for s, oo, op in itertools.product(range(4), [False, True]
 @pytest.mark.parametrize("stage,offload_opt,offload_par", STAGES)
 def test_zero_blocks_per_stage_and_offload(stage, offload_opt, offload_par):
     c = cfg(
-        f"engine.zero_stage={stage}", f"engine.offload_optimizer={offload_opt}", f"engine.offload_params={offload_par}"
+        f"engine.zero_stage={stage}",
+        f"engine.offload_optimizer={offload_opt}",
+        f"engine.offload_params={offload_par}",
+        *(["engine.precision=fp32"] if stage == 0 else []),  # stage 0 refuses bf16 (tests/train/test_engine_adam.py)
     )
     zero = deepspeed_config(c, 4)["zero_optimization"]
     assert zero["stage"] == stage
@@ -107,7 +118,7 @@ def test_user_keys_are_deep_merged_last():
         ("gradient_clipping=1.0", "contradicts 5.0 from optim.clip_grad"),
         ("bf16.enabled=false", "engine.deepspeed.bf16.enabled: False contradicts True from engine.precision"),
         ("fp16={enabled: true}", "engine.deepspeed.fp16.enabled: True contradicts False from engine.precision"),
-        ("zero_optimization.stage=3", "zero_optimization.stage: 3 contradicts 0 from engine.zero_stage"),
+        ("zero_optimization.stage=3", "zero_optimization.stage: 3 contradicts 1 from engine.zero_stage"),
         ("zero_optimization.offload_optimizer={device: cpu}", "set engine.offload_optimizer=true"),
         ("zero_optimization.offload_param={device: nvme}", "set engine.offload_params=true"),
     ],
@@ -134,6 +145,8 @@ def test_deepspeed_parses_every_generated_config():
     """
     deepspeed_config_cls = pytest.importorskip("deepspeed.runtime.config").DeepSpeedConfig
     for (stage, oo, op), precision, accum in itertools.product(STAGES, ["bf16", "fp16", "fp32"], [1, 3]):
+        if stage == 0 and precision != "fp32":
+            continue  # refused by the config (tests/train/test_engine_adam.py)
         c = cfg(f"engine.zero_stage={stage}", f"engine.offload_optimizer={oo}", f"engine.offload_params={op}",
                 f"engine.precision={precision}", f"engine.grad_accum={accum}", "data.batch_size=6")  # fmt: skip
         parsed = deepspeed_config_cls(deepspeed_config(c, 1))
@@ -145,3 +158,4 @@ def test_deepspeed_parses_every_generated_config():
         assert (parsed.zero_config.offload_param is not None) is op
         assert parsed.zero_force_ds_cpu_optimizer is not oo
         assert parsed.gradient_clipping == 5.0 and parsed.optimizer_name is None and parsed.scheduler_name is None
+        assert parsed.communication_data_type == torch.float32
