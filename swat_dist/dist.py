@@ -1,4 +1,5 @@
-"""Where this process sits in the job: the ONLY reader of RANK / LOCAL_RANK / WORLD_SIZE / SLURM_* variables.
+"""Where this process sits in the job: the ONLY reader of RANK / LOCAL_RANK / WORLD_SIZE / SLURM_* variables
+(and of CUDA_VISIBLE_DEVICES, for whether GPUs were given).
 
 Precedence: a torchrun/deepspeed launcher (``RANK`` and ``WORLD_SIZE`` set) wins, because under Slurm
 ``srun torchrun ...`` the Slurm task is the node, not the rank; else Slurm's one-task-per-GPU layout
@@ -31,6 +32,9 @@ class DistEnv:
     job_id: str | None = None
     restart_count: int = 0
     launcher: Launcher = "single"
+    # The variable that says this task was given GPUs (``SLURM_JOB_GPUS=0,1``), or None: a GPU allocation
+    # where CUDA sees no device is an error (:func:`cuda_index`), not a silent CPU run.
+    gpus_given: str | None = None
 
     @property
     def is_main(self) -> bool:
@@ -88,6 +92,42 @@ def port_from_job(job_id: str | None) -> int:
     return 20000 + int(job_id.split("_")[0]) % 10000
 
 
+# Set by Slurm for a job or step with GPUs (gres), or by the user/launcher for CUDA itself.
+_GPU_VARIABLES = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "SLURM_GPUS_ON_NODE", "CUDA_VISIBLE_DEVICES")
+
+
+def _gpus_given(env: Mapping[str, str]) -> str | None:
+    for key in _GPU_VARIABLES:
+        value = env.get(key, "").strip()
+        # CUDA_VISIBLE_DEVICES="" or "-1" hides every GPU on purpose; SLURM_GPUS_ON_NODE=0 gives none
+        none = {"", "-1", "0"} if key == "SLURM_GPUS_ON_NODE" else {"", "-1"}
+        if value not in none:
+            return f"{key}={value}"
+    return None
+
+
+def cuda_index(env: DistEnv, visible: int, why_none: str) -> int | None:
+    """The CUDA device of this process among the ``visible`` ones, or None (the CPU).
+
+    One visible device: that one, whatever the local rank (``--gpus-per-task``, ``--gpu-bind``: each task
+    sees only its own); several: the one of this local rank (one task sees the node's GPUs). A task that
+    was given GPUs (``env.gpus_given``) but sees none is a one-line error ending in ``why_none`` (the
+    driver requirement of this torch build): training on the CPU with gloo instead would be silent.
+    """
+    if visible == 0:
+        if env.gpus_given:
+            raise ValueError(f"{env.gpus_given} gives this task GPUs, but CUDA sees none: {why_none}")
+        return None
+    if visible == 1:
+        return 0
+    if env.local_rank >= visible:
+        raise ValueError(
+            f"local rank {env.local_rank} has no GPU: this task sees {visible} (one GPU per task, or all of a "
+            f"node's GPUs for its {env.local_world_size} tasks)"
+        )
+    return env.local_rank
+
+
 def read_env(environ: Mapping[str, str] | None = None) -> DistEnv:
     """The distributed layout of this process, from the launcher's environment variables."""
     env = os.environ if environ is None else environ
@@ -109,13 +149,21 @@ def read_env(environ: Mapping[str, str] | None = None) -> DistEnv:
             job_id=job_id,
             restart_count=restarts,
             launcher="torchrun",
+            gpus_given=_gpus_given(env),
         )
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         per_node = env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE") or "1"
         hosts = expand_nodelist(env.get("SLURM_JOB_NODELIST", "") or env.get("SLURM_NODELIST", ""))
         addr = env.get("MASTER_ADDR") or (hosts[0] if hosts else "127.0.0.1")
-        if not _resolvable(addr):  # e.g. virtual Slurm nodes on one host (PLATFORM.md)
-            addr = "127.0.0.1"
+        nodes = _int(env, "SLURM_NNODES", 1)
+        if not _resolvable(addr):
+            if nodes > 1:  # 127.0.0.1 would leave the other nodes waiting at the rendezvous forever
+                raise ValueError(
+                    f"the master address {addr!r} (MASTER_ADDR, else the first node of SLURM_JOB_NODELIST) does "
+                    f"not resolve on this node, and the job has {nodes} nodes: set MASTER_ADDR to an address "
+                    "every node reaches (the cluster profile's env)"
+                )
+            addr = "127.0.0.1"  # one node: the loopback reaches every rank
         port = _int(env, "MASTER_PORT", port_from_job(job_id))
         return DistEnv(
             rank=_int(env, "SLURM_PROCID", 0),
@@ -123,16 +171,18 @@ def read_env(environ: Mapping[str, str] | None = None) -> DistEnv:
             world_size=_int(env, "SLURM_NTASKS", 1),
             local_world_size=tasks_per_node(per_node),
             node_rank=_int(env, "SLURM_NODEID", 0),
-            num_nodes=_int(env, "SLURM_NNODES", 1),
+            num_nodes=nodes,
             master_addr=addr,
             master_port=port,
             job_id=job_id,
             restart_count=restarts,
             launcher="slurm",
+            gpus_given=_gpus_given(env),
         )
     return DistEnv(
         master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
         master_port=_int(env, "MASTER_PORT", DEFAULT_PORT),
         job_id=job_id,
         restart_count=restarts,
+        gpus_given=_gpus_given(env),
     )

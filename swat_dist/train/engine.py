@@ -27,15 +27,25 @@ from torch import Tensor, nn
 
 from .. import collectives
 from ..config import Config
-from ..dist import DistEnv
+from ..dist import DistEnv, cuda_index
 from .ds_config import deepspeed_config
 
 
 def device_for(env: DistEnv) -> torch.device:
-    if torch.cuda.is_available():
-        torch.cuda.set_device(env.local_rank)
-        return torch.device("cuda", env.local_rank)
-    return torch.device("cpu")
+    """This rank's device, from the GPUs this task can see (:func:`~swat_dist.dist.cuda_index`)."""
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cuda, version = torch.version.cuda, torch.__version__
+    why = (
+        f"the NVIDIA driver must support CUDA {cuda}, which torch {version} was built for (nvidia-smi shows "
+        "the highest CUDA version the driver supports)"
+        if cuda
+        else f"torch {version} is a CPU-only build"
+    )
+    index = cuda_index(env, visible, why)
+    if index is None:
+        return torch.device("cpu")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def _free_port() -> int:

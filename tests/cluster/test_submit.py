@@ -29,6 +29,15 @@ def test_shipped_profiles_load_and_the_generic_one_is_commented():
     assert (p.nodes, p.gpus_per_node, p.tasks_per_node, p.world_size) == (2, 8, 8, 16)  # one task per GPU
 
 
+def test_shipped_profiles_use_current_nccl_names():
+    """torch reads TORCH_NCCL_ASYNC_ERROR_HANDLING; NCCL_ASYNC_ERROR_HANDLING is deprecated (issue 24)."""
+    from swat_dist.cluster.profile import load_profile
+
+    for name in known_profiles():
+        assert "NCCL_ASYNC_ERROR_HANDLING" not in load_profile(name).env, name
+    assert load_profile("generic-8gpu").env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "kw", "message"),
     [

@@ -97,3 +97,20 @@ def test_ffcv_batches_reach_the_gpu_pinned_and_normalised(tmp_path):
     coloured.close()
     x, y = task.batch(images, labels, torch.device("cuda"), train=True)
     assert x.is_cuda and y.is_cuda and x.dtype == torch.float32 and x.shape == (4, 3, 32, 32)
+
+
+def test_device_from_what_the_task_sees_on_cuda():
+    """One visible GPU (--gpus-per-task, --gpu-bind) is cuda:0 for any local rank: set_device(local_rank)
+    failed there with "invalid device ordinal" (issue 24)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from swat_dist.dist import DistEnv; from swat_dist.train.engine import device_for; "
+        "print(device_for(DistEnv(rank=3, local_rank=3, world_size=4, local_world_size=4)))"
+    )
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "cuda:0"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from swat_dist.dist import DEFAULT_PORT, DistEnv, expand_nodelist, port_from_job, read_env, tasks_per_node
+from swat_dist.dist import DEFAULT_PORT, DistEnv, cuda_index, expand_nodelist, port_from_job, read_env, tasks_per_node
 
 
 def test_no_launcher_is_one_process():
@@ -47,9 +49,75 @@ def test_slurm_variables():
     assert env.master_port == 20000 + 123456 % 10000 and env.launcher == "slurm"
 
 
-def test_slurm_unresolvable_first_host_falls_back_to_loopback():
-    env = read_env(dict(SLURM, SLURM_JOB_NODELIST="n-does-not-resolve-x[1-2]", MASTER_PORT="4321"))
+ONE_NODE = dict(SLURM, SLURM_PROCID="1", SLURM_NODEID="0", SLURM_NNODES="1", SLURM_NTASKS="4", SLURM_TASKS_PER_NODE="4")
+
+
+def test_slurm_unresolvable_first_host_falls_back_to_loopback_on_one_node():
+    env = read_env(dict(ONE_NODE, SLURM_JOB_NODELIST="n-does-not-resolve-x1", MASTER_PORT="4321"))
     assert env.master_addr == "127.0.0.1" and env.master_port == 4321
+
+
+def test_slurm_unresolvable_first_host_is_an_error_on_several_nodes():
+    """127.0.0.1 on 2 nodes: the other node's ranks would wait at the rendezvous until the timeout."""
+    with pytest.raises(ValueError, match=r"'n-does-not-resolve-x1' .* does not resolve .* 2 nodes: set MASTER_ADDR"):
+        read_env(dict(SLURM, SLURM_JOB_NODELIST="n-does-not-resolve-x[1-2]"))
+    assert read_env(dict(SLURM, SLURM_JOB_NODELIST="n-x[1-2]", MASTER_ADDR="127.0.0.1")).master_addr == "127.0.0.1"
+
+
+def test_the_local_test_slurm_profile_names_its_master():
+    """Its virtual nodes n1/n2 do not resolve: 2-node test jobs need the address from the profile."""
+    from swat_dist.cluster.profile import load_profile
+
+    assert load_profile("local-test").env["MASTER_ADDR"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "variables,given",
+    [
+        ({}, None),
+        ({"CUDA_VISIBLE_DEVICES": ""}, None),
+        ({"CUDA_VISIBLE_DEVICES": "-1"}, None),
+        ({"SLURM_GPUS_ON_NODE": "0"}, None),
+        ({"CUDA_VISIBLE_DEVICES": "2"}, "CUDA_VISIBLE_DEVICES=2"),
+        ({"SLURM_JOB_GPUS": "0,1", "CUDA_VISIBLE_DEVICES": "0,1"}, "SLURM_JOB_GPUS=0,1"),
+        ({"SLURM_GPUS_ON_NODE": "8"}, "SLURM_GPUS_ON_NODE=8"),
+    ],
+)
+def test_gpus_given(variables, given):
+    assert read_env(variables).gpus_given == given
+    assert read_env(dict(SLURM, **variables)).gpus_given == given
+    assert read_env(dict(RANK="0", WORLD_SIZE="1", **variables)).gpus_given == given
+
+
+TASK = DistEnv(rank=5, local_rank=3, world_size=8, local_world_size=4, launcher="slurm")
+
+
+def test_device_from_what_the_task_sees():
+    assert cuda_index(TASK, visible=1, why_none="") == 0  # --gpus-per-task / --gpu-bind: its own GPU is 0
+    assert cuda_index(TASK, visible=4, why_none="") == 3  # the node's 4 GPUs: the one of this local rank
+    assert cuda_index(TASK, visible=0, why_none="") is None  # no GPU given: the CPU (gloo)
+    with pytest.raises(ValueError, match="local rank 3 has no GPU: this task sees 2"):
+        cuda_index(TASK, visible=2, why_none="")
+
+
+def test_gpus_given_but_cuda_sees_none_is_a_one_line_error():
+    given = replace(TASK, gpus_given="SLURM_JOB_GPUS=0,1,2,3")
+    with pytest.raises(ValueError, match="SLURM_JOB_GPUS=0,1,2,3 gives this task GPUs, but CUDA sees none: old") as e:
+        cuda_index(given, visible=0, why_none="old driver")
+    assert "\n" not in str(e.value)
+
+
+def test_engine_device_for_names_the_driver_requirement(monkeypatch):
+    """The engine's device choice runs :func:`cuda_index` on what torch sees (here: no CUDA)."""
+    import torch
+
+    from swat_dist.train.engine import device_for
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_for(TASK) == torch.device("cpu")
+    why = r"CUDA sees none: (the NVIDIA driver must support CUDA .* built for|torch .* is a CPU-only build)"
+    with pytest.raises(ValueError, match=why):
+        device_for(replace(TASK, gpus_given="CUDA_VISIBLE_DEVICES=0"))
 
 
 @pytest.mark.parametrize(
