@@ -57,9 +57,19 @@ class TrainState:
     elapsed_s: float = 0.0
 
 
-def step_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
-    """The RNG seed of one micro-batch's device-side randomness (erasing, mixup, drop-path): resume-exact."""
-    return int(np.random.SeedSequence([seed, epoch, batch, rank]).generate_state(1)[0])
+def sample_position(step: int, world_size: int, rank: int, batch_size: int) -> int:
+    """Where the micro-batch of loader ``step`` on ``rank`` starts in its epoch's global sample order (the
+    sample plan's layout, :class:`~swat_dist.data.loaders.plan.TrainPlan`: micro-step after micro-step,
+    rank after rank). The same on every layout of one global batch with the same micro-batch: 2 ranks x 4
+    at step s hand out what 1 rank x 4 with accumulation 2 does at steps 2s and 2s + 1."""
+    return (step * world_size + rank) * batch_size
+
+
+def step_seed(seed: int, epoch: int, position: int) -> int:
+    """The RNG seed of one micro-batch's device-side randomness (erasing, mixup, drop-path, dropout), from
+    its global :func:`sample_position`, not the rank: resume-exact, different on every rank, and the same
+    after an elastic resume that keeps the micro-batch size."""
+    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0])
 
 
 @dataclass
@@ -140,7 +150,10 @@ class Trainer:
         start = time.perf_counter()
         self._data_wait += start - self._ready
         train, device = self.loaders.train, self.engine.device
-        seed_everything(step_seed(self.cfg.seed, train.epoch, train.step, self.env.rank))
+        # train.step - 1: the loader counts a batch when it hands it over. Seeds the CPU generator and the
+        # device's (CUDA: a cheap manual_seed of one generator, no sync).
+        at = sample_position(train.step - 1, self.env.world_size, self.env.rank, self.cfg.data.batch_size)
+        seed_everything(step_seed(self.cfg.seed, train.epoch, at), device)
         x, y = self.task.batch(images, labels, device, train=True)
         self.engine.set_lr(self._lr(self.state.step))
         loss = self.task.loss(self.engine.forward(x), y)

@@ -99,6 +99,27 @@ def test_ffcv_batches_reach_the_gpu_pinned_and_normalised(tmp_path):
     assert x.is_cuda and y.is_cuda and x.dtype == torch.float32 and x.shape == (4, 3, 32, 32)
 
 
+def test_each_sample_position_draws_its_own_drop_path_mask_on_cuda():
+    """The CUDA generator is seeded per micro-batch from its global sample position (issue 24): two ranks
+    draw different stochastic-depth masks, an elastic layout the same ones, a rerun the same ones."""
+    from timm.layers import DropPath
+
+    from swat_dist.data.loaders.loader import seed_everything
+    from swat_dist.train.trainer import sample_position, step_seed
+
+    cuda, x = torch.device("cuda", 0), torch.ones(64, 4, 8, device="cuda")
+    drop = DropPath(0.5).train()
+
+    def mask(step: int, world: int, rank: int) -> torch.Tensor:
+        seed_everything(step_seed(0, 0, sample_position(step, world, rank, 64)), cuda)
+        return drop(x)[:, 0, 0].cpu()
+
+    rank0, rank1 = mask(3, 2, 0), mask(3, 2, 1)
+    assert not torch.equal(rank0, rank1)  # before: the same default CUDA seed on every rank, the same mask
+    assert torch.equal(rank0, mask(6, 1, 0)) and torch.equal(rank1, mask(7, 1, 0))  # 1 rank, accumulation 2
+    assert torch.equal(rank0, mask(3, 2, 0))
+
+
 def test_device_from_what_the_task_sees_on_cuda():
     """One visible GPU (--gpus-per-task, --gpu-bind) is cuda:0 for any local rank: set_device(local_rank)
     failed there with "invalid device ordinal" (issue 24)."""
