@@ -1,6 +1,8 @@
 """Shared test set-up: registering the models, deterministic CPU runs."""
 
 import os
+import signal
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -21,6 +23,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers() -> Iterator[None]:
+    """Each test starts with the session's handlers: code run in-process (a job unpickled, a local sweep, a
+    training) installs its own, and a later test's forked workers would inherit them."""
+    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    yield
+    for s, handler in before.items():
+        if handler is not None and signal.getsignal(s) is not handler:
+            signal.signal(s, handler)
 
 
 # Two threads on a 2-core machine shared with other processes thrash (tests ran 5-20x slower); one

@@ -81,7 +81,7 @@ def _run_locally(sweep: SweepPlan, tracking: dict[str, str] | None) -> list[str]
     failed: list[str] = []
     write_manifest(sweep, tracking, [], driver_pid=os.getpid())  # `cancel` stops us before the element we run
     # `cancel`'s SIGTERM as an exception, so that the finally below forgets our pid (it may be reused later)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         for i, e in enumerate(sweep.todo):
             job = submit(e.plan)
@@ -99,6 +99,7 @@ def _run_locally(sweep: SweepPlan, tracking: dict[str, str] | None) -> list[str]
             print(f"{where}: {summary.get('steps')} steps, final {final}", flush=True)
     finally:  # also when interrupted: the next `cancel` must not signal a pid that is no longer ours
         write_manifest(sweep, tracking, [], driver_pid=None)
+        signal.signal(signal.SIGTERM, before)  # the process goes on (a test, a notebook): as it was
     end_parent(sweep, tracking, failed)
     return failed
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -120,7 +121,8 @@ def ordered_map(workers: int) -> Iterator[Mapper]:
         return
     # fork: workers inherit the imported modules; spawn would re-import torch + timm in each (seconds)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(workers) as pool:
+    pool = ctx.Pool(workers, initializer=_default_stop_signals)
+    try:
 
         def imap(fn: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
             chunk = max(1, min(32, len(items) // (workers * 8)))
@@ -133,6 +135,24 @@ def ordered_map(workers: int) -> Iterator[Mapper]:
                 yield from pending.popleft()
 
         yield imap
+    except BaseException:
+        pool.terminate()  # SIGTERM to each worker: what _default_stop_signals keeps deadly
+        raise
+    else:
+        # close + join: workers leave on their sentinel. Pool's own __exit__ terminates them instead; under
+        # load that once left a worker blocked on the task queue's lock and the parent joining it forever
+        # (a CI run stuck 20 min in tests/data/test_bench.py).
+        pool.close()
+        pool.join()
+
+
+def _default_stop_signals() -> None:
+    """In a forked worker: SIGTERM ends it, as in a fresh process; SIGINT is ignored. A worker inherits its
+    parent's Python handlers (a trainer's stop flag, submitit's SIGTERM bypass, a sweep's exit), with which
+    ``Pool.terminate`` may not end it; Ctrl-C reaches the whole process group and is the parent's to handle
+    (it then terminates the pool)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def shuffled(files: list[T], seed: int, split: str) -> list[tuple[int, T]]:
