@@ -23,6 +23,7 @@ from .. import collectives
 from ..config import Config, Derived
 from ..data.loaders.build import Loaders
 from ..data.loaders.loader import seed_everything
+from ..data.loaders.plan import sample_position
 from ..dist import DistEnv
 from ..progress import progress
 from ..tasks import Task
@@ -57,18 +58,10 @@ class TrainState:
     elapsed_s: float = 0.0
 
 
-def sample_position(step: int, world_size: int, rank: int, batch_size: int) -> int:
-    """Where the micro-batch of loader ``step`` on ``rank`` starts in its epoch's global sample order (the
-    sample plan's layout, :class:`~swat_dist.data.loaders.plan.TrainPlan`: micro-step after micro-step,
-    rank after rank). The same on every layout of one global batch with the same micro-batch: 2 ranks x 4
-    at step s hand out what 1 rank x 4 with accumulation 2 does at steps 2s and 2s + 1."""
-    return (step * world_size + rank) * batch_size
-
-
 def step_seed(seed: int, epoch: int, position: int) -> int:
     """The RNG seed of one micro-batch's device-side randomness (erasing, mixup, drop-path, dropout), from
-    its global :func:`sample_position`, not the rank: resume-exact, different on every rank, and the same
-    after an elastic resume that keeps the micro-batch size."""
+    its global :func:`~swat_dist.data.loaders.plan.sample_position`, not the rank: resume-exact, different
+    on every rank, and the same after an elastic resume that keeps the micro-batch size."""
     return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0])
 
 

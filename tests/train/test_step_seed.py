@@ -14,8 +14,8 @@ import torch
 
 from swat_dist.data.loaders import loader
 from swat_dist.data.loaders.loader import device_generator, seed_everything
-from swat_dist.data.loaders.plan import TrainPlan
-from swat_dist.train.trainer import sample_position, step_seed
+from swat_dist.data.loaders.plan import TrainPlan, sample_position
+from swat_dist.train.trainer import step_seed
 
 
 @pytest.mark.parametrize("world,batch", [(1, 4), (2, 4), (3, 2), (8, 16)])

@@ -54,6 +54,14 @@ def shard_group_permutation(shard_sizes: list[int], seed: int, epoch: int, group
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
+def sample_position(step: int, world_size: int, rank: int, batch_size: int) -> int:
+    """Where ``rank``'s batch at ``step`` starts in the epoch's global order: micro-step after micro-step, rank
+    after rank. The same on every layout of one global batch with the same micro-batch: 2 ranks x 4 at step s
+    hand out what 1 rank x 4 with accumulation 2 does at steps 2s and 2s + 1 (the trainer seeds its device
+    noise from it)."""
+    return (step * world_size + rank) * batch_size
+
+
 @dataclass(frozen=True)
 class TrainPlan:
     """The training batches of one rank in one epoch."""
@@ -71,7 +79,7 @@ class TrainPlan:
         """Sample ids of this rank's batch at ``step`` (0 <= step < steps)."""
         if not 0 <= step < self.steps:
             raise IndexError(f"step {step} outside 0..{self.steps - 1}")
-        start = (step * self.world_size + self.rank) * self.batch_size
+        start = sample_position(step, self.world_size, self.rank, self.batch_size)
         return self.order[start : start + self.batch_size]
 
     def batches(self, start_step: int = 0) -> list[np.ndarray]:
