@@ -67,6 +67,8 @@ class CheckpointManager:
         path = self.dir / tag
         if self.env.is_main and path.exists():  # a save of this step that crashed before ``latest``
             shutil.rmtree(path)
+        if self.env.is_main:  # here, not in DeepSpeed: its mkdir failure surfaces later as a missing folder
+            path.mkdir(parents=True)
         collectives.barrier()
         self.engine.save(str(self.dir), tag)
         rank_state = dict(state, rng=rng_state(), ema=self.ema.state_dict() if self.ema else None)

@@ -21,6 +21,7 @@ def _config(args: argparse.Namespace, extra: list[str] | None = None) -> object:
 def _train(args: argparse.Namespace) -> int:
     from ..dist import read_env
     from . import preempt
+    from .failure import RankFailed
     from .run import run
     from .run_lock import FolderInUse
     from .trainer import NonFiniteLoss
@@ -37,6 +38,8 @@ def _train(args: argparse.Namespace) -> int:
         if env.is_main:
             print(f"swat-dist train: error: {err}", file=sys.stderr)
         return 2
+    except RankFailed:  # its line is printed, its traceback in RUN/failures/ (failure.py)
+        return 1
     if summary.get("stopped"):
         signum = preempt.received() or int(signal.SIGTERM)
         if env.is_main:

@@ -83,18 +83,36 @@ def init_distributed(env: DistEnv, device: torch.device) -> None:
     )
 
 
-def destroy() -> None:
+def destroy(failed: bool = False) -> None:
     """Leave the process group (a 2-rank CPU run once aborted at exit without it, PLATFORM.md) and restore
-    the environment variables :func:`init_distributed` exported."""
+    the environment variables :func:`init_distributed` exported.
+
+    ``failed``: this rank raised. No barrier then - the other ranks wait in another collective (the step's
+    flags all-reduce), so a barrier would match nothing and every rank would sit out the 30-minute timeout.
+    The group is aborted instead: on NCCL that cancels this rank's pending kernels; on gloo and NCCL the
+    peers' next collective fails (gloo: "Connection closed by peer" within ~1 s, measured; NCCL: a remote
+    error once this process is gone), and torchrun stops the other workers when this one exits non-zero.
+    """
     if tdist.is_initialized():
-        collectives.barrier()
-        tdist.destroy_process_group()
+        if failed:
+            _abort_group()
+        else:
+            collectives.barrier()
+            tdist.destroy_process_group()
     for key, before in _exported.items():
         if before is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = before
     _exported.clear()
+
+
+def _abort_group() -> None:
+    # torch 2.14 has no public abort; _abort_process_group is what destroy_process_group's docs point to for
+    # a group with collectives in flight. Without it (another torch), destroy without a barrier.
+    abort = getattr(tdist.distributed_c10d, "_abort_process_group", None)
+    with contextlib.suppress(RuntimeError, ValueError):  # already torn down by the failure itself
+        abort() if abort is not None else tdist.destroy_process_group()
 
 
 UNIVERSAL = "universal"  # the universal copy of a ZeRO 1-3 checkpoint: CHECKPOINT/universal/

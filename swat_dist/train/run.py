@@ -15,7 +15,7 @@ from ..dist import DistEnv
 from ..tasks import build_task
 from ..tracking.choose import make_tracker
 from ..tracking.redact import redact_tree
-from . import elastic, run_lock
+from . import elastic, failure, run_lock
 from .checkpoint import CheckpointManager, resume_point
 from .checkpoint_paths import read_meta, tag_for
 from .cpu_memory import keep_freed_memory
@@ -24,7 +24,7 @@ from .engine import Engine, destroy, device_for, init_distributed, universal_cop
 from .metrics import MetricsWriter, NullMetrics, finished_summary, peak_flops, train_flops_per_image
 from .optim import param_groups
 from .spec import spec_for
-from .trainer import Trainer, TrainState
+from .trainer import NonFiniteLoss, Trainer, TrainState
 
 
 def _export_weights(run_dir: Path, ema: bool) -> list[Path]:
@@ -67,14 +67,23 @@ def run(cfg: Config, env: DistEnv) -> dict[str, Any]:
     if device.type == "cpu":
         keep_freed_memory()  # no page faults re-fetching each step's activations (cpu_memory.py)
     init_distributed(env, device)
-    held = None
+    run_dir, held = Path(derived(cfg, env.world_size)["output_dir"]), None
     try:
         # before anything is read or written in the folder; every rank stops at once if it is in use
-        held = run_lock.take(Path(derived(cfg, env.world_size)["output_dir"]), env)
-        return _run(cfg, env, device)
-    finally:
-        destroy()  # its barrier: every rank is done with the folder before the lock goes
+        held = run_lock.take(run_dir, env)
+        summary = _run(cfg, env, device)
+    except (run_lock.FolderInUse, NonFiniteLoss):  # raised on every rank at the same point: leave together
+        destroy()
         run_lock.release(held)
+        raise
+    except BaseException as err:  # this rank alone, maybe: say why now, then leave without waiting (failure.py)
+        failed = failure.report(err, env, run_dir)
+        destroy(failed=True)
+        run_lock.release(held)
+        raise failed from err
+    destroy()  # its barrier: every rank is done with the folder before the lock goes
+    run_lock.release(held)
+    return summary
 
 
 def _elastic(

@@ -95,7 +95,15 @@ def _rank(rank: int, world: int, port: int, result: str) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
     result = tmp_path_factory.mktemp("adam") / "out.json"
-    mp.spawn(_rank, args=(2, _port(), str(result)), nprocs=2, join=True)
+    try:
+        mp.spawn(_rank, args=(2, _port(), str(result)), nprocs=2, join=True)
+    except mp.ProcessExitedException as err:
+        # A 2-rank gloo process on CPU sometimes dies of SIGABRT ("terminate called without an active
+        # exception", PLATFORM.md): 1 in ~40 runs of this module here, and it failed one CI run. It is
+        # torch/gloo's, not what this module checks, so one more try; any other failure fails at once.
+        if err.signal_name != "SIGABRT":
+            raise
+        mp.spawn(_rank, args=(2, _port(), str(result)), nprocs=2, join=True)
     return json.loads(result.read_text())
 
 
