@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import tarfile
@@ -90,3 +91,26 @@ def test_not_a_dataset_is_a_one_line_error(tmp_path, capsys) -> None:
     assert main(["data", "verify", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no index.json" in err
+
+
+def test_member_names_that_leave_the_folder_and_links_are_reported(wds_dataset, tmp_path, capsys) -> None:
+    dst = _copy(wds_dataset, tmp_path)
+    shard = dst / read_index(dst).splits["val"].files[0].path
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    bad = [tarfile.TarInfo(n) for n in ("../up.jpg", "/abs/x.jpg", "a/../../b.jpg", "sym.jpg", "hard.jpg", "fifo")]
+    bad[3].type, bad[3].linkname = tarfile.SYMTYPE, "/etc/passwd"
+    bad[4].type, bad[4].linkname = tarfile.LNKTYPE, members[0][0].name
+    bad[5].type = tarfile.FIFOTYPE
+    with tarfile.open(shard, "w") as tar:  # every original member kept, the bad ones appended
+        for m, data in members:
+            tar.addfile(m, io.BytesIO(data))
+        for m in bad:
+            tar.addfile(m, io.BytesIO(b"") if m.isfile() else None)
+    code, out = _verify(dst, capsys)
+    assert code == 1
+    for name in ("../up.jpg", "/abs/x.jpg", "a/../../b.jpg"):
+        assert f"{shard.name}: {name}: the name leaves the folder (absolute or with ..)" in out, out
+    assert f"{shard.name}: sym.jpg: a link (to /etc/passwd), not a file" in out
+    assert f"{shard.name}: hard.jpg: a link (to {members[0][0].name}), not a file" in out
+    assert f"{shard.name}: fifo: not a regular file" in out

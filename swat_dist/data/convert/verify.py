@@ -16,7 +16,9 @@ holding each class and the pixels per raw mask value are held against the index.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import tarfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from io import BytesIO
@@ -109,9 +111,32 @@ def _check_pair(task: Task, out: Checked, key: str, sample: dict[str, bytes]) ->
     out.pixels.update({v: int(hist[v]) for v in np.flatnonzero(hist).tolist()})
 
 
+def _member_name_problem(member: tarfile.TarInfo) -> str | None:
+    """Why a member must not be in a shard: a tool that extracts it (``tar x``, webdataset's tar
+    readers feeding a cache) would write outside the folder, or follow a link to any file."""
+    if member.issym() or member.islnk():
+        return f"{member.name}: a link (to {member.linkname}), not a file"
+    if not (member.isfile() or member.isdir()):
+        return f"{member.name}: not a regular file (tar type {member.type!r})"
+    if member.name.startswith("/") or ".." in member.name.split("/"):
+        return f"{member.name}: the name leaves the folder (absolute or with ..)"
+    return None
+
+
+def _check_member_names(task: Task, out: Checked) -> None:
+    # headers only: on a file, tarfile seeks past each member's data (cost: one 512-byte read per member)
+    with tarfile.open(task.path, mode="r:") as tar:
+        for member in tar:
+            problem = _member_name_problem(member)
+            if problem:
+                out.problems.append(problem)
+
+
 def _check_wds(task: Task, out: Checked) -> None:
     from ..sources.wds import read_shard
 
+    with contextlib.suppress(tarfile.TarError, OSError):  # damage: reported by the full read below, with where
+        _check_member_names(task, out)
     expected = {"jpg", "png"} if task.task == "segment" else {"jpg", "cls"}
     try:
         for key, sample in read_shard(task.path):
