@@ -70,8 +70,23 @@ class DataConfig(Node):
     mixup_switch_prob: float = 0.5
     smoothing: float = 0.1
     shard_group: int = 8  # shards shuffled together (wds): see swat_dist.data.loaders.plan
+    # wds under s3://bucket/prefix: a node-local cache the plan fills ahead (docs/data.md "Object stores")
+    cache_dir: str | None = None  # None: <tmp>/swat_dist-cache-<uid> ($TMPDIR: node-local on clusters)
+    cache_gb: float = 50.0  # bound on the cache folder per dataset; must hold (prefetch + 2) shard groups
+    prefetch: int = 2  # shard groups downloaded ahead of the one being read (0: fetch when first read)
     synthetic_samples: int = 1024
     synthetic_classes: int | None = None  # None: model.num_classes
+
+    def _check_path(self, path: str) -> None:
+        """A URL is ``s3://`` (the only scheme read) and wds (the only format streamed); never a local folder."""
+        from .data.sources.location import parse_location  # string work only: no boto3, no torch
+
+        try:
+            where = parse_location(path)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        if not isinstance(where, str) and self.format != "wds":
+            raise ConfigError(f"data.path {path}: data.format {self.format!r} reads local files; object stores: wds")
 
     @property
     def mixup_active(self) -> bool:
@@ -80,7 +95,11 @@ class DataConfig(Node):
     def _check(self) -> None:
         if self.format != "synthetic" and not self.path:
             raise ConfigError(f"data.path is required for data.format {self.format!r} (only synthetic data needs none)")
+        if self.path:
+            self._check_path(self.path)
         self._range("batch_size", "val_batch_size", "shard_group", "synthetic_samples", "synthetic_classes", lo=1)
+        self._range("prefetch", lo=0)
+        self._range("cache_gb", lo=0, open_lo=True)
         self._range("workers", "mixup", "cutmix", "color_jitter", lo=0)
         self._range("hflip", "reprob", "mixup_prob", "mixup_switch_prob", lo=0, hi=1)
         self._range("smoothing", lo=0, hi=1, open_hi=True)

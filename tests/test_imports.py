@@ -13,7 +13,7 @@ import pytest
 import swat_dist
 from swat_dist.models.zoo import ZOO
 
-HEAVY = {"deepspeed", "ffcv", "webdataset", "mlflow", "submitit", "fvcore", "onnx", "onnxruntime"}
+HEAVY = {"deepspeed", "ffcv", "webdataset", "mlflow", "submitit", "fvcore", "onnx", "onnxruntime", "boto3", "botocore"}
 GPU_STACK = {"torch", "timm", "torchvision", "deepspeed", "ffcv", "fvcore", "numpy"}
 ROOT = Path(swat_dist.__file__).parent
 # What runs on a login node: the CLI's parsing, the config, submit / jobs / cancel / config / tracking-server.

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import argparse
 
+from .sources.location import local_only  # string work only: no boto3, no torch
+
 
 def _convert(args: argparse.Namespace) -> int:
     from .convert.base import ConvertOptions
     from .convert.front import convert
+
+    local_only(args.src, "SRC")  # a URL is never a local folder named "s3:" (not written through yet)
+    local_only(args.dst, "DST")
 
     if args.task == "segment" and args.max_resolution is not None:
         raise ValueError("--max-resolution: --task segment keeps every image at its source size (masks stay exact)")
@@ -33,6 +38,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from .convert.verify import verify
+
+    local_only(args.dst, "DST")
 
     return verify(args.dst, workers=args.workers)
 
@@ -59,11 +66,15 @@ def _plan(args: argparse.Namespace) -> int:
 def _digits(args: argparse.Namespace) -> int:
     from .sets.digits import write_digits
 
+    local_only(args.dst, "DST")
+
     return write_digits(args.dst, size=args.size, val_fraction=args.val_fraction, seed=args.seed)
 
 
 def _seg_digits(args: argparse.Namespace) -> int:
     from .sets.seg_digits import write_seg_digits
+
+    local_only(args.dst, "DST")
 
     return write_seg_digits(args.dst, train=args.train, val=args.val, size=args.size, seed=args.seed)
 
@@ -71,11 +82,15 @@ def _seg_digits(args: argparse.Namespace) -> int:
 def _photo_digits(args: argparse.Namespace) -> int:
     from .sets.photo_digits import write_photo_digits
 
+    local_only(args.dst, "DST")
+
     return write_photo_digits(args.dst, train=args.train, val=args.val, size=args.size, seed=args.seed)
 
 
 def _synthetic(args: argparse.Namespace) -> int:
     from .sets.synthetic import write_synthetic
+
+    local_only(args.dst, "DST")
 
     return write_synthetic(
         args.dst, classes=args.classes, images=args.images, size=args.size, val_images=args.val_images, seed=args.seed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from swat_dist.data.convert.base import ConvertOptions
 from swat_dist.data.convert.front import convert
 
 from .corpus import MAX_PIXELS, MAX_RES, Entry, write_corpus
+from .s3server import S3Server, start
 
 SHARD_BYTES = 20 * 1024  # a few samples per shard, so the corpus spans several
 
@@ -40,3 +42,16 @@ def ffcv_dataset(corpus: tuple[Path, list[Entry]], tmp_path_factory: pytest.Temp
     # half raw, half JPEG: both storage modes must read back
     assert convert(corpus[0], dst, options("ffcv", workers=2, compress_probability=0.5)) == 0
     return dst
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server on 127.0.0.1 (SeaweedFS), its AWS variables set for the session."""
+    server = start(tmp_path_factory.mktemp("s3server"))
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in server.env().items():
+                mp.setenv(key, value)
+            yield server
+    finally:
+        server.stop()

@@ -60,10 +60,15 @@ def _sources(data: DataConfig, img_size: int, ev: dict[str, Any], num_classes: i
         assert data.path is not None  # DataConfig checks it
         return FolderSource(data.path, "train", train_tf, eval_tf), FolderSource(data.path, "val", train_tf, eval_tf)
     if data.format == "wds":
+        from ..sources.location import CacheSettings
         from ..sources.wds import WdsSource
 
         assert data.path is not None
-        return WdsSource(data.path, "train", train_tf, eval_tf), WdsSource(data.path, "val", train_tf, eval_tf)
+        cache = CacheSettings(data.cache_dir, int(data.cache_gb * 1e9), data.prefetch, data.shard_group)
+        return (
+            WdsSource(data.path, "train", train_tf, eval_tf, cache),
+            WdsSource(data.path, "val", train_tf, eval_tf, cache),
+        )
     raise ValueError(f"data.format {data.format!r} has no loader (available: folder, synthetic, wds, ffcv)")
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .plan import PAD, TrainPlan, full_permutation, shard_group_permutation, val_batches
+from .plan import PAD, ShardOrder, TrainPlan, full_permutation, shard_group_permutation, val_batches
 
 Batch = tuple[Tensor, Tensor]
 
@@ -74,9 +74,14 @@ class _PlannedDataset(Dataset):
 
     def __init__(self, source: Source, train: bool, seed: int) -> None:
         self.source, self.train, self.seed = source, train, seed
+        # a remote source prefetches from where its reader is (WdsSource over s3://): told once per batch
+        self._reading: Callable[[int, int], None] | None = getattr(source, "reading", None)
 
     def __getitem__(self, key: tuple[int, list[int]]) -> Batch:
         epoch, ids = key
+        first = next((i for i in ids if i != PAD), None)
+        if self._reading is not None and first is not None:
+            self._reading(epoch, first)
         images: list[Tensor | None] = []
         targets: list[Any] = []  # class labels (int), or masks (Tensor) for segmentation
         for i in ids:
@@ -155,6 +160,9 @@ class TrainLoader:
         shard_group: int = 8,
     ) -> None:
         self._init_plan(source, world_size, rank, batch_size, seed, shard_sizes, shard_group)
+        follow = getattr(source, "follow", None)
+        if follow is not None and shard_sizes is not None:  # before the workers fork: they inherit it
+            follow(ShardOrder(len(shard_sizes), seed))
         self._dataset = _PlannedDataset(source, train=True, seed=seed)
         self._loader = _data_loader(self._dataset, _BatchList(self._remaining), workers)
 

@@ -46,12 +46,25 @@ def shard_group_permutation(shard_sizes: list[int], seed: int, epoch: int, group
         raise ValueError(f"shard group must be >= 1, got {group}")
     rng = _rng(seed, epoch)
     starts = np.concatenate([[0], np.cumsum(shard_sizes)[:-1]]).astype(np.int64)
-    shards = rng.permutation(len(shard_sizes))
+    shards = rng.permutation(len(shard_sizes))  # the first draw: shard_order repeats it
     parts = []
     for i in range(0, len(shards), group):
         ids = np.concatenate([np.arange(starts[k], starts[k] + shard_sizes[k]) for k in shards[i : i + group]])
         parts.append(rng.permutation(ids))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ShardOrder:
+    """Epoch -> the shard ids of :func:`shard_group_permutation`'s groups, group after group (in the order it
+    draws them; within a group the samples, so the first reads, are shuffled): what a remote source
+    prefetches, without building the sample order. Picklable, for loader workers."""
+
+    shards: int
+    seed: int
+
+    def __call__(self, epoch: int) -> list[int]:
+        return _rng(self.seed, epoch).permutation(self.shards).tolist()
 
 
 def sample_position(step: int, world_size: int, rank: int, batch_size: int) -> int:

@@ -17,7 +17,7 @@ from .loader import Source, TrainLoader, ValLoader
 def _reduce_zero_label(data: DataConfig, seg: SegConfig) -> bool:
     """The config's choice, else the index's (wds), else ADE's convention (true)."""
     stored = None
-    if data.format == "wds" and data.path is not None:
+    if data.format == "wds" and data.path is not None and "://" not in data.path:
         from ..sources.index import read_index
 
         stored = getattr(read_index(data.path), "reduce_zero_label", None)
@@ -38,6 +38,8 @@ def _sources(data: DataConfig, seg: SegConfig) -> tuple[Source, Source, list[str
     )
     val_tf = SegVal(seg.scale, reduce)
     assert data.path is not None  # DataConfig checks it
+    if "://" in data.path:  # DataConfig allows s3:// for wds only; the segmentation pairs are not streamed yet
+        raise ValueError(f"data.path {data.path}: segmentation reads local shards only (object stores: classify)")
     if data.format == "wds":
         from ..sources.seg_pairs import SegWdsSource
 

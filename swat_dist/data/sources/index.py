@@ -112,17 +112,29 @@ class DatasetIndex:
 
 
 def read_index(root: str | Path) -> DatasetIndex:
-    """Load ``root/index.json``; a missing or malformed index is a one-line ``ValueError``."""
+    """Load ``root/index.json`` (a folder, or ``s3://bucket/prefix``); a missing or malformed index is a
+    one-line ``ValueError``, and so is a URL scheme we do not read."""
+    from .location import parse_location
+
+    where = parse_location(str(root))
+    if not isinstance(where, str):
+        from .object_store import ObjectStore  # boto3: imported only for a dataset in an object store
+
+        return parse_index(ObjectStore(where).read(INDEX_NAME).decode(), where.url(INDEX_NAME))
     path = Path(root) / INDEX_NAME
     if not path.is_file():
         raise ValueError(f"{root}: no {INDEX_NAME} - not a converted dataset, or its conversion did not finish")
+    return parse_index(path.read_text(), str(path))
+
+
+def parse_index(text: str, where: str) -> DatasetIndex:
+    """An index from its JSON text (a local file's or an object's); ``where`` names it in the one-line errors."""
     try:
-        raw = json.loads(path.read_text())
-        index = DatasetIndex.from_dict(raw)
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: malformed index ({err.__class__.__name__}: {err})") from None
+        index = DatasetIndex.from_dict(json.loads(text))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{where}: malformed index ({err.__class__.__name__}: {err})") from None
     if index.version != VERSION:
-        raise ValueError(f"{path}: index version {index.version}, this swat_dist reads version {VERSION}")
+        raise ValueError(f"{where}: index version {index.version}, this swat_dist reads version {VERSION}")
     return index
 
 

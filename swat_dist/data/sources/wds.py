@@ -14,18 +14,23 @@ import io
 import os
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
 import webdataset as wds
 from PIL import Image, UnidentifiedImageError
 
-from .index import ShardInfo
+from .index import ShardInfo, read_index
+from .location import CacheSettings, S3Location, parse_location
+
+if TYPE_CHECKING:
+    from .shard_cache import ShardCache
 
 BLOCK = 512  # tar block; every member is one header block plus its data padded to whole blocks
 RECORD = 20 * BLOCK  # tarfile pads a closed stream to whole records; the end marker is two blocks
+_T = TypeVar("_T")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -193,37 +198,95 @@ class WdsSource:
     standard WebDataset files, but samples are read by byte offset: sample ids run over the shards in
     index order, and the shard-group plan (:func:`..loaders.plan.shard_group_permutation`) keeps each batch's
     reads within a few shards. Offsets come from the tar headers, scanned once per process at start.
+
+    ``root`` may be ``s3://bucket/prefix`` (``cache`` then says where and how much to keep): shards are
+    read from a node-local cache that follows the loader's plan (:mod:`.shard_cache`), each scanned when
+    first read; sample ids, labels and bytes are those of the same dataset on disk.
     """
 
-    def __init__(self, root: str | Path, split: str, train_tf: Any, eval_tf: Any) -> None:
-        from .index import read_index
+    def __init__(
+        self, root: str | Path, split: str, train_tf: Any, eval_tf: Any, cache: CacheSettings | None = None
+    ) -> None:
+        where = parse_location(str(root))
+        self.cache: ShardCache | None = None
+        if isinstance(where, S3Location):
+            from .shard_cache import open_remote  # boto3: imported only for a dataset in an object store
 
-        index = read_index(root)
+            index, self.cache = open_remote(where, cache or CacheSettings(None, 50 * 10**9, 2, 8), split)
+        else:
+            index = read_index(root)
         if index.format != "wds":
             raise ValueError(f"{root}: a {index.format} dataset, not wds (data.format must match)")
         if split not in index.splits:
             raise ValueError(f"{root}: no {split} split in index.json")
         info = index.splits[split]
         self.classes = index.classes
-        self.paths = [str(Path(root) / f.path) for f in info.files]
+        self.paths = [str(Path(root) / f.path) if self.cache is None else where.url(f.path) for f in info.files]  # type: ignore[union-attr]
         self.shard_sizes = [f.samples for f in info.files]
-        scans = [scan_shard(p) for p in self.paths]
-        for path, (offs, _, _), want in zip(self.paths, scans, self.shard_sizes):
-            if len(offs) != want:
-                raise ValueError(f"{path}: {len(offs)} samples, index.json says {want} (run swat-dist data verify)")
         self.shard_of = np.repeat(np.arange(len(self.paths)), self.shard_sizes)
-        self.offsets = np.concatenate([s[0] for s in scans])
-        self.sizes = np.concatenate([s[1] for s in scans])
-        self.labels = np.concatenate([s[2] for s in scans])
+        self.starts = np.concatenate([[0], np.cumsum(self.shard_sizes)[:-1]]).astype(np.int64)
+        self._scans: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        if self.cache is None:  # local: scan every shard now, so a damaged one is reported before training
+            for shard in range(len(self.paths)):
+                self._scan(shard)
         self.train_tf, self.eval_tf = train_tf, eval_tf
         self._files = ShardFiles(self.paths)
 
+    def follow(self, schedule: Callable[[int], list[int]]) -> None:
+        """The loader's shard order per epoch, for the remote cache's prefetch and eviction (local: no-op)."""
+        if self.cache is not None:
+            self.cache.follow(schedule)
+
+    def reading(self, epoch: int, index: int) -> None:
+        """A batch of ``epoch`` starting with sample ``index`` is being read (moves the prefetch window)."""
+        if self.cache is not None:
+            self.cache.reading(epoch, int(self.shard_of[index]))
+
+    def _scan(self, shard: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if shard not in self._scans:
+            found = self._local(shard, scan_shard)
+            if len(found[0]) != self.shard_sizes[shard]:
+                raise ValueError(
+                    f"{self.paths[shard]}: {len(found[0])} samples, index.json says {self.shard_sizes[shard]} "
+                    "(run swat-dist data verify)"
+                )
+            self._scans[shard] = found
+        return self._scans[shard]
+
+    def _local(self, shard: int, read: Callable[[str], _T]) -> _T:
+        """``read(path)`` of the shard's local file; a cached copy evicted by another process is fetched again."""
+        if self.cache is None:
+            return read(self.paths[shard])
+        while True:
+            try:
+                return read(str(self.cache.path(shard)))
+            except FileNotFoundError:
+                continue
+
     def __len__(self) -> int:
-        return len(self.offsets)
+        return len(self.shard_of)
+
+    def _all(self, column: int) -> np.ndarray:
+        return np.concatenate([self._scan(k)[column] for k in range(len(self.paths))])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Every sample's .jpg data offset in its shard (remote: reads every shard through the cache)."""
+        return self._all(0)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._all(2)
 
     def load(self, index: int, train: bool) -> tuple[Any, int]:
-        shard, offset = int(self.shard_of[index]), int(self.offsets[index])
-        data = self._files.read(shard, offset, int(self.sizes[index]))
+        shard = int(self.shard_of[index])
+        offsets, sizes, labels = self._scan(shard)
+        at = index - int(self.starts[shard])
+        offset, size = int(offsets[at]), int(sizes[at])
+        if self.cache is None:
+            data = self._files.read(shard, offset, size)
+        else:  # open per sample (~10 us next to a decode's ms): an evicted shard frees its space at once
+            data = self._local(shard, lambda path: _pread(path, offset, size))
         try:
             with Image.open(io.BytesIO(data)) as img:
                 rgb = img.convert("RGB")
@@ -233,4 +296,12 @@ class WdsSource:
                 f"{self.paths[shard]}: sample {index} (.jpg at byte {offset:,}) does not decode ({why}); "
                 "run swat-dist data verify"
             ) from None
-        return (self.train_tf if train else self.eval_tf)(rgb), int(self.labels[index])
+        return (self.train_tf if train else self.eval_tf)(rgb), int(labels[at])
+
+
+def _pread(path: str, offset: int, size: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
