@@ -42,6 +42,12 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+class NonFiniteGradNorm(NonFiniteLoss):
+    """The last optimizer step's gradient norm was inf or nan. DeepSpeed's ZeRO 1-3 skip such an update
+    as an overflow (the loop would count it as a step, silently); at stage 0 the client AdamW applies it
+    and the weights are nan. Either way nothing more is saved."""
+
+
 @dataclass
 class TrainState:
     """What the loop itself must carry across a restart (the loader, engine, EMA and RNG travel separately)."""
@@ -153,10 +159,12 @@ class Trainer:
         minutes = self.cfg.checkpoint.every_minutes
         due = minutes is not None and time.monotonic() - self._last_save > minutes * 60
         host = torch.tensor([float(due), float(preempt.requested())], device=device)
-        flags = collectives.max_(torch.cat([(~torch.isfinite(loss)).float().reshape(1), host]))
+        flags = collectives.max_(torch.cat([(~torch.isfinite(loss)).float().reshape(1), host, self._bad_norm()]))
         # The one host sync of a micro-batch: whether to skip must be known before the backward. It waits
         # for this forward (and the flags all-reduce) to finish before the backward is queued.
-        bad, due_any, stop_any = flags.tolist()
+        bad, due_any, stop_any, bad_norm = flags.tolist()
+        if bad_norm:  # the previous step's: found here, with the flags, at no extra sync
+            self._stop_non_finite_norm(self.state.step)
         self._time_due = bool(due_any)
         self._stop_asked = self._stop_asked or bool(stop_any)
         if bad:  # skip on every rank: no backward, no step, DeepSpeed's counters untouched
@@ -193,6 +201,21 @@ class Trainer:
                 f"the loss was not finite for {MAX_BAD_STEPS} micro-batches in a row at step {self.state.step}; "
                 f"stopped without saving. Last good checkpoint: {where}. Lower optim.lr or raise sched.warmup_epochs"
             )
+
+    def _bad_norm(self) -> Tensor:
+        """1 if the last optimizer step's global gradient norm is not finite, else 0 (on the device)."""
+        norm = self.engine.grad_norm_tensor() if self.state.step > 0 else None
+        if norm is None:
+            return torch.zeros(1, device=self.engine.device)
+        return (~torch.isfinite(norm.detach().float())).reshape(1).to(self.engine.device)
+
+    def _stop_non_finite_norm(self, step: int) -> None:
+        last = self.ckpt.last_step
+        where = f"step {last} in {self.ckpt.dir}" if last is not None else "none (no checkpoint was written)"
+        raise NonFiniteGradNorm(
+            f"the gradient norm was not finite at step {step}; stopped without saving. Last good checkpoint: "
+            f"{where}. Lower optim.lr, set optim.clip_grad, or raise sched.warmup_epochs"
+        )
 
     def _after_step(self) -> None:
         self.state.step += 1
@@ -265,6 +288,8 @@ class Trainer:
         return before + time.perf_counter() - t0
 
     def save(self) -> None:
+        if collectives.max_(self._bad_norm()).item():  # one sync per save: never a checkpoint of nan weights
+            self._stop_non_finite_norm(self.state.step)
         start = time.perf_counter()
         self.state.elapsed_s = self.elapsed_s()
         rank_state = dict(trainer=asdict(self.state), loader=self.loaders.train.state_dict())
