@@ -33,6 +33,7 @@ class S3Server:
     endpoint: str
     folder: Path
     log: Path
+    args: list[str]
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables a client reads (and no config file of the machine's)."""
@@ -64,7 +65,7 @@ def start(folder: Path, timeout_s: float = 60.0) -> S3Server:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "data").mkdir(exist_ok=True)
     identity = {"name": "tester", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]}
-    identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]  # type: ignore[assignment]
+    identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
     (folder / "s3.json").write_text(json.dumps({"identities": [identity]}))
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "admin")}
     grpc = {name: free_port() for name in ports}
@@ -75,10 +76,26 @@ def start(folder: Path, timeout_s: float = 60.0) -> S3Server:
         *(f"-{name}.port={port}" for name, port in ports.items()),
         *(f"-{name}.port.grpc={port}" for name, port in grpc.items()),
     ]  # fmt: skip
-    log = folder / "weed.log"
-    with open(log, "wb") as out:  # own session: stop() ends the whole group, nothing is left behind
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    server = S3Server(proc, f"http://127.0.0.1:{ports['s3']}", folder, log)
+    server = S3Server(
+        _launch(args, folder / "weed.log"), f"http://127.0.0.1:{ports['s3']}", folder, folder / "weed.log", args
+    )
+    _wait_ready(server, timeout_s)
+    return server
+
+
+def restart(server: S3Server, timeout_s: float = 60.0) -> None:
+    """Start a stopped server again: same ports, same data folder (the objects are still there)."""
+    server.proc = _launch(server.args, server.log)
+    _wait_ready(server, timeout_s)
+
+
+def _launch(args: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:  # own session: stop() ends the whole group, nothing is left behind
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_ready(server: S3Server, timeout_s: float) -> None:
+    proc, log = server.proc, server.log
     deadline = time.monotonic() + timeout_s
     saved = {k: os.environ.get(k) for k in server.env()}
     os.environ.update(server.env())
@@ -88,7 +105,7 @@ def start(folder: Path, timeout_s: float = 60.0) -> S3Server:
                 raise RuntimeError(f"weed mini exited with {proc.returncode}: {log.read_text()[-2000:]}")
             try:
                 ObjectStore(S3Location(BUCKET, "")).names(budget_s=1.0)
-                return server
+                return
             except ValueError:
                 if time.monotonic() > deadline:
                     server.stop()

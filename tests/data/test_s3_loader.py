@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing as mpc
 import os
 import threading
 import time
@@ -30,7 +31,7 @@ from swat_dist.data.sources.object_store import ObjectStore
 from swat_dist.data.sources.wds import WdsSource
 
 from .helpers import colour_id, write_id_folder
-from .s3server import BUCKET, free_port, upload_dataset
+from .s3server import BUCKET, free_port, restart, upload_dataset
 
 GROUP = 2  # shards per group: batches straddle groups, and prefetch runs ahead by whole groups
 
@@ -262,3 +263,54 @@ def test_prefetch_fetches_the_next_groups_of_the_plan_and_no_further(dataset, tm
         time.sleep(0.05)
     time.sleep(0.3)  # were it to run further ahead, it would have by now
     assert {p.name for p in folder.glob("*.tar")} == want  # groups 0..prefetch, nothing beyond
+
+
+def _fetch_all(url: str, cache_dir: str, barrier, out) -> None:
+    src = _source(url, cache=CacheSettings(cache_dir, 10**9, prefetch=0, group=GROUP))
+    barrier.wait()  # all at once, on an empty cache
+    assert src.cache is not None
+    out.put({k: src.cache.path(k).stat().st_ino for k in range(len(src.paths))})
+
+
+def test_one_download_per_node_whatever_the_readers(dataset, tmp_path):
+    local, url = dataset
+    ctx = mpc.get_context("fork")
+    barrier, out = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_fetch_all, args=(url, str(tmp_path / "cache"), barrier, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    seen = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(10)
+    # a second download of a shard would have renamed a new file (a new inode) over one a reader already had
+    assert all(s == seen[0] for s in seen) and len(seen[0]) == len(list(local.glob("train-*.tar")))
+    assert not [p for p in (tmp_path / "cache").rglob(".*.part")]
+
+
+def test_a_store_down_for_10_s_mid_epoch_costs_time_not_samples(dataset, s3_server, tmp_path):
+    local, url = dataset
+    settings = CacheSettings(str(tmp_path / "cache"), 10**9, prefetch=0, group=1)  # every shard read when due
+    kw = dict(world_size=1, rank=0, batch_size=4, seed=8, shard_group=1)
+    remote = _source(url, cache=settings)
+    want = _batches(TrainLoader(_source(local), shard_sizes=remote.shard_sizes, **kw))  # type: ignore[arg-type]
+    got, down = [], 0.0
+    for step, batch in enumerate(TrainLoader(remote, shard_sizes=remote.shard_sizes, **kw)):  # type: ignore[arg-type]
+        got.append(batch)
+        if step == 2:
+            s3_server.stop()
+            back = threading.Timer(10.0, restart, args=(s3_server,))
+            back.start()
+            start = time.monotonic()
+        if step == 3:
+            down = time.monotonic() - start
+    back.join()
+    assert down >= 9.0  # the next shard waited for the store (retried with backoff) ...
+    assert _same(want, got)  # ... and nothing was lost or repeated
+
+
+def test_plan_command_reads_the_index_from_the_store(dataset, capsys):
+    from swat_dist.cli import main
+
+    _, url = dataset
+    assert main(["data", "plan", url, "--world-size", "2", "--batch-size", "3"]) == 0
+    assert "60 train / 9 val samples" in capsys.readouterr().out
