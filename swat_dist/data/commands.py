@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 
-from .sources.location import local_only  # string work only: no boto3, no torch
+from .sources.location import S3Location, local_only, parse_location  # string work only: no boto3, no torch
 
 
 def _convert(args: argparse.Namespace) -> int:
     from .convert.base import ConvertOptions
     from .convert.front import convert
 
-    local_only(args.src, "SRC")  # a URL is never a local folder named "s3:" (not written through yet)
-    local_only(args.dst, "DST")
+    local_only(args.src, "SRC")  # a URL is never a local folder named "s3:"
+    where = parse_location(args.dst, "DST")
 
     if args.task == "segment" and args.max_resolution is not None:
         raise ValueError("--max-resolution: --task segment keeps every image at its source size (masks stay exact)")
@@ -33,6 +33,10 @@ def _convert(args: argparse.Namespace) -> int:
         strict=args.strict,
         overwrite=args.overwrite,
     )
+    if isinstance(where, S3Location):
+        from .convert.upload import convert_to_store  # boto3: only for a destination in an object store
+
+        return convert_to_store(args.src, where, opts)
     return convert(args.src, args.dst, opts)
 
 

@@ -229,8 +229,10 @@ def test_an_unsupported_scheme_is_one_line_never_a_local_folder(path, tmp_path, 
     from swat_dist.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["data", "convert", str(tmp_path), "s3://b/x", "--format", "wds"]) != 0
-    assert not (tmp_path / "s3:").exists()  # never written as a local folder named "s3:"
+    assert main(["data", "convert", str(tmp_path), f"{scheme}://b/x", "--format", "wds"]) == 2
+    assert main(["data", "verify", "s3://b/x"]) == 2  # verify reads local files only (refused before any request)
+    assert main(["data", "digits", "s3://b/x"]) == 2
+    assert not list(tmp_path.iterdir())  # never written as a local folder named "gs:" or "s3:"
 
 
 def test_shard_order_is_the_order_the_plan_reads_shards():
@@ -314,3 +316,24 @@ def test_plan_command_reads_the_index_from_the_store(dataset, capsys):
     _, url = dataset
     assert main(["data", "plan", url, "--world-size", "2", "--batch-size", "3"]) == 0
     assert "60 train / 9 val samples" in capsys.readouterr().out
+
+
+def test_convert_to_the_store_uploads_the_local_conversion_index_last(dataset, tmp_path, capsys):
+    from swat_dist.cli import main
+
+    local, _ = dataset
+    src = local.parent / "src"
+    where = S3Location(BUCKET, "converted")
+    args = ["data", "convert", str(src), where.url(), "--format", "wds", "--shard-size-mb", str(16384 / 2**20)]
+    assert main([*args, "--max-resolution", "64", "--workers", "1"]) == 0
+    store = ObjectStore(where)
+    names = store.names()
+    assert sorted(names) == sorted(p.name for p in local.iterdir())  # shards, reports, SHA256SUMS, index
+    for name in names:  # the converter is deterministic: the same bytes as the local conversion
+        if name.endswith(".tar"):
+            assert store.read(name) == (local / name).read_bytes(), name
+    capsys.readouterr()
+    assert main([*args, "--max-resolution", "64", "--workers", "1"]) == 0  # the same conversion: left alone
+    assert "already holds this conversion" in capsys.readouterr().out
+    assert main([*args, "--max-resolution", "48", "--workers", "1"]) == 2  # another one: needs --overwrite
+    assert "--overwrite replaces it" in capsys.readouterr().err

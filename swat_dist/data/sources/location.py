@@ -51,7 +51,9 @@ def parse_location(path: str, what: str = "data.path") -> str | S3Location:
 def local_only(path: str, what: str) -> str:
     """``path`` for a command that reads or writes local files only: a URL is a one-line error naming it."""
     if not isinstance(parse_location(path, what), str):
-        raise ValueError(f"{what} {path}: object stores are read by the loader (train, eval, bench loader) only")
+        raise ValueError(
+            f"{what} {path}: a local path is needed here (s3:// works for the loader, data convert DST, data plan)"
+        )
     return path
 
 
