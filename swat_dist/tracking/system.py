@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from typing import Any
 
 SYSTEM_STEP = -1  # placeholder step: the store replaces it with seconds since the run's start
 
@@ -34,18 +35,38 @@ def sample(node: str) -> dict[str, float]:
     return {f"system/{node}/{k}": float(v) for k, v in out.items()}
 
 
-def _gpus() -> dict[str, float]:
-    import torch
+_NVML: dict[str, Any] = {}  # "nvml": the initialised pynvml module, or None where there is none
 
-    if not torch.cuda.is_available():
+
+def _nvml() -> Any:
+    """pynvml (package nvidia-ml-py), initialised once per process; None without it or without a driver."""
+    if "nvml" not in _NVML:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            _NVML["nvml"] = pynvml
+        except Exception:  # not installed (CPU machines), no driver, or NVML not permitted
+            _NVML["nvml"] = None
+    return _NVML["nvml"]
+
+
+def _gpus() -> dict[str, float]:
+    """Every GPU of the node, read through NVML. Not through torch.cuda.mem_get_info(i): that creates a
+    CUDA context (~0.3-0.5 GB) on each device it asks about - every other rank's GPU. NVML creates none,
+    and is also where utilisation comes from. NVML numbers the node's devices itself (CUDA_VISIBLE_DEVICES
+    does not apply): the node's metrics, not one rank's."""
+    nvml = _nvml()
+    if nvml is None:
         return {}
     out = {}
-    for i in range(torch.cuda.device_count()):
-        free, total = torch.cuda.mem_get_info(i)  # the whole device, every process on it
-        out[f"gpu_{i}_memory_usage_megabytes"] = (total - free) / 2**20
-        out[f"gpu_{i}_memory_usage_percentage"] = 100 * (total - free) / total
-        with contextlib.suppress(Exception):  # NVML (pynvml) missing or not permitted: memory only
-            out[f"gpu_{i}_utilization_percentage"] = float(torch.cuda.utilization(i))
+    for i in range(nvml.nvmlDeviceGetCount()):
+        with contextlib.suppress(Exception):  # a device this job's cgroup hides: skip it
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            mem = nvml.nvmlDeviceGetMemoryInfo(handle)  # the whole device, every process on it
+            out[f"gpu_{i}_memory_usage_megabytes"] = mem.used / 2**20
+            out[f"gpu_{i}_memory_usage_percentage"] = 100 * mem.used / mem.total
+            out[f"gpu_{i}_utilization_percentage"] = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
     return out
 
 

@@ -38,6 +38,16 @@ from .optim import lr_at
 MAX_BAD_STEPS = 10  # non-finite losses in a row before giving up
 
 
+def _to_device(values: list[float], device: torch.device) -> Tensor:
+    """Host numbers on ``device`` without waiting for it: on CUDA from page-locked memory, copied
+    non-blocking behind the queued forward. ``torch.tensor(values, device=cuda)`` copies from pageable
+    memory, which makes the host wait for everything queued before it (a second sync per micro-batch)."""
+    host = torch.tensor(values)
+    if device.type != "cuda":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)  # the caching host allocator keeps it until copied
+
+
 class NonFiniteLoss(RuntimeError):
     pass
 
@@ -158,7 +168,7 @@ class Trainer:
         loss = self.task.loss(self.engine.forward(x), y)
         minutes = self.cfg.checkpoint.every_minutes
         due = minutes is not None and time.monotonic() - self._last_save > minutes * 60
-        host = torch.tensor([float(due), float(preempt.requested())], device=device)
+        host = _to_device([float(due), float(preempt.requested())], device)
         flags = collectives.max_(torch.cat([(~torch.isfinite(loss)).float().reshape(1), host, self._bad_norm()]))
         # The one host sync of a micro-batch: whether to skip must be known before the backward. It waits
         # for this forward (and the flags all-reduce) to finish before the backward is queued.
