@@ -234,6 +234,9 @@ class EngineConfig(Node):
     # torch.compile the model in place (Module.compile: checkpoints keep their names). Opt-in: the first
     # steps pay the compile (about a minute for a 224 px model on CPU, recompiles at eval and new shapes).
     compile: bool = False
+    # CUDA: cuDNN picks the fastest algorithm per input shape (train/cuda_math.py); false for bit-exact
+    # resume on CUDA, at some speed.
+    cudnn_benchmark: bool = True
     deepspeed: Mapping[str, Any] = field(default_factory=FrozenDict)
 
     def _check(self) -> None:

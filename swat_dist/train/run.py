@@ -15,7 +15,7 @@ from ..dist import DistEnv
 from ..tasks import build_task
 from ..tracking.choose import make_tracker
 from ..tracking.redact import redact_tree
-from . import elastic, failure, run_lock
+from . import cuda_math, elastic, failure, run_lock
 from .checkpoint import CheckpointManager, resume_point
 from .checkpoint_paths import read_meta, tag_for
 from .cpu_memory import keep_freed_memory
@@ -66,6 +66,7 @@ def run(cfg: Config, env: DistEnv) -> dict[str, Any]:
     check_runtime(cfg, env.world_size, device.type)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults re-fetching each step's activations (cpu_memory.py)
+    cuda_math.apply(device, cfg.engine.cudnn_benchmark)
     init_distributed(env, device)
     run_dir, held = Path(derived(cfg, env.world_size)["output_dir"]), None
     try:
