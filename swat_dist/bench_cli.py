@@ -36,15 +36,19 @@ def _append(out: Path | None, text: str) -> None:
 
 
 def _loader(args: argparse.Namespace) -> int:
-    from .data.bench import render, run
+    from .data.bench import render, render_s3, run, run_s3
 
     if args.workers < 0 or args.images < args.batch * 2 or args.rounds < 1 or args.epochs < 1:
         raise ValueError(f"need --workers >= 0, --rounds/--epochs >= 1 and --images >= 2 x --batch ({2 * args.batch})")
     out = _destination(args)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root) if args.root else Path(tmp)
-        rows = run(root, args.images, args.workers, args.batch, rounds=args.rounds, timed_epochs=args.epochs)
-        text = render(rows, args.images, args.workers, args.batch, args.rounds)
+        if args.s3:  # local wds against the same shards in the store: first batch and images/s
+            s3_rows = run_s3(root, args.s3, args.images, args.workers, args.batch, args.rounds, args.epochs)
+            text = render_s3(s3_rows, args.s3, args.images, args.workers, args.batch, args.rounds)
+        else:
+            rows = run(root, args.images, args.workers, args.batch, rounds=args.rounds, timed_epochs=args.epochs)
+            text = render(rows, args.images, args.workers, args.batch, args.rounds)
     print(text)
     _append(out, text)
     return 0
@@ -76,6 +80,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     loader.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians and paired ratios")
     loader.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement (after a warm-up)")
     loader.add_argument("--root", default=None, help="keep the data here (reused next time) instead of a temp dir")
+    loader.add_argument(
+        "--s3", default=None, metavar="URL", help="s3://bucket/prefix: upload the wds shards there, compare with local"
+    )
     _add_output(loader)
     loader.set_defaults(func=_loader)
 

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import platform
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import median
@@ -126,6 +127,84 @@ def run(
         base = rates["folder"]
         rows += [(name, median(r), median([a / b for a, b in zip(r, base)])) for name, r in named.items()]
     return rows
+
+
+def _first_and_rate(make: Callable[[], TrainLoader], epochs: int) -> tuple[float, float, float]:
+    """(seconds from ``make()`` to the first batch, images/s of that first epoch, images/s of ``epochs`` more)."""
+    start = time.perf_counter()
+    loader = make()
+    images, first = 0, 0.0
+    for x, _ in loader:
+        first = first or time.perf_counter() - start
+        images += len(x)
+    cold = images / (time.perf_counter() - start)
+    start, images = time.perf_counter(), 0
+    for _ in range(epochs):
+        for x, _ in loader:
+            images += len(x)
+    loader.close()
+    return first, cold, images / (time.perf_counter() - start)
+
+
+S3Row = tuple[str, float, float, float, float]  # name; medians: first batch s, first-epoch and later images/s,
+# later images/s over local disk's in the same round
+
+
+def run_s3(
+    root: Path, url: str, images: int, workers: int, batch: int, rounds: int = 3, timed_epochs: int = 2
+) -> list[S3Row]:
+    """wds shards on local disk against the same shards at ``url`` (uploaded first, index last), read through
+    an empty cache each round: time to the first batch (from building the source: index, listing, first
+    shards), the first epoch's images/s (downloading as it goes) and later epochs' (from the cache)."""
+    from .convert.upload import publish
+    from .sources.location import CacheSettings, S3Location, parse_location
+    from .sources.object_store import ObjectStore
+
+    where = parse_location(url, "--s3")
+    if not isinstance(where, S3Location):
+        raise ValueError(f"--s3 {url}: give s3://bucket/prefix")
+    # 2 MB shards (not prepare()'s 16 MB): a few thousand images then span several groups of 8, so the
+    # first epoch downloads group after group while reading, as a real dataset does
+    folder, wds = root / "folder", root / "wds-2mb"
+    write_synthetic(folder, classes=10, images=images, size=256, val_images=10, seed=0)
+    convert(folder, wds, ConvertOptions(fmt="wds", max_resolution=256, shard_bytes=2 * 2**20))
+    publish(wds, ObjectStore(where))
+    tf, eval_tf = train_transform(224, color_jitter=0.0), eval_transform(224, 1.0)
+    times: dict[str, list[tuple[float, float, float]]] = {"wds local disk": [], "wds s3 (empty cache)": []}
+    for n in range(rounds):
+        cache = CacheSettings(str(root / f"cache-{n}"), 10**12, prefetch=2, group=8)
+        for name, path in (("wds local disk", str(wds)), ("wds s3 (empty cache)", url)):
+
+            def make(path: str = path, cache: CacheSettings = cache) -> TrainLoader:
+                src = WdsSource(path, "train", tf, eval_tf, cache)
+                kw = dict(world_size=1, rank=0, batch_size=batch, workers=workers)
+                return TrainLoader(src, shard_sizes=src.shard_sizes, **kw)
+
+            times[name].append(_first_and_rate(make, timed_epochs))
+    local, rows = times["wds local disk"], []
+    for name, ts in times.items():
+        first, cold, warm = (median(t[i] for t in ts) for i in range(3))
+        # paired per round (as run()'s ratios): a burst of other work slows both loaders of a round alike
+        rows.append((name, first, cold, warm, median(t[2] / b[2] for t, b in zip(ts, local))))
+    return rows
+
+
+def render_s3(rows: list[S3Row], url: str, images: int, workers: int, batch: int, rounds: int) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"### Loader over an object store, {stamp}",
+        "",
+        f"Machine: {machine()}. {images} synthetic 256 px JPEGs as wds shards (2 MB), crop 224, batch {batch}, "
+        f"{workers} workers, data.shard_group 8, data.prefetch 2; store {url} at "
+        f"{os.environ.get('AWS_ENDPOINT_URL', 'AWS')}; median of {rounds} rounds, each from an empty cache; "
+        f"load average {os.getloadavg()[0]:.1f} (1 min) at the end.",
+        "",
+        "| loader | first batch (s) | first epoch images/s | later epochs images/s | later vs local (paired) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, first, cold, warm, ratio in rows:
+        lines.append(f"| {name} | {first:.2f} | {cold:,.0f} | {warm:,.0f} | {ratio:.2f}x |")
+    return "\n".join(lines) + "\n"
 
 
 def machine() -> str:

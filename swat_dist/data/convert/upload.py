@@ -50,12 +50,7 @@ def convert_to_store(src: str | Path, dst: S3Location, opts: ConvertOptions) -> 
         new = read_index(local)
         if old is not None:
             store.delete(INDEX_NAME)  # from here until the new index lands, no complete dataset is visible
-        files = sorted(p for p in local.iterdir() if p.is_file() and p.name != INDEX_NAME)
-        for n, path in enumerate(files, 1):
-            store.upload(path, path.name)
-            print(f"\ruploaded {n}/{len(files)} files to {dst}", end="", flush=True)
-        store.upload(local / INDEX_NAME, INDEX_NAME)
-        print(f"\n{dst}: {INDEX_NAME} written last; the dataset is complete")
+        publish(local, store)
     if old is not None:
         kept = {f.path for split in new.splits.values() for f in split.files}
         for split in old.splits.values():
@@ -63,3 +58,13 @@ def convert_to_store(src: str | Path, dst: S3Location, opts: ConvertOptions) -> 
                 if f.path not in kept:
                     store.delete(f.path)
     return 0
+
+
+def publish(local: Path, store: ObjectStore) -> None:
+    """Upload every file of the converted folder ``local``, ``index.json`` last (it marks the dataset complete)."""
+    files = sorted(p for p in local.iterdir() if p.is_file() and p.name != INDEX_NAME)
+    for n, path in enumerate(files, 1):
+        store.upload(path, path.name)
+        print(f"\ruploaded {n}/{len(files)} files to {store.location}", end="", flush=True)
+    store.upload(local / INDEX_NAME, INDEX_NAME)
+    print(f"\n{store.location}: {INDEX_NAME} written last; the dataset is complete")
