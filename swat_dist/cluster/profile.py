@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import Config, check_runtime, derived, read_yaml_file
+from ..tracking.describe import without_credentials
 from ..train.checkpoint_paths import check_model
 from ..train.checkpoint_paths import resolve as resolve_checkpoint
 from ..train.elastic import relayout
@@ -162,12 +163,24 @@ def resolve(
         raise ValueError(f"{layout}: {err}") from None
     run_dir = Path(derived(cfg, world)["output_dir"]).absolute()
     _check_resumable(run_dir, cfg, world, layout)
-    overrides = [*overrides, f"output_dir={run_dir}"]  # the job's cwd may differ from ours; the run dir must not
+    # the job's cwd may differ from ours; the run dir must not
+    overrides = [*map(_credentials_to_env, overrides), f"output_dir={run_dir}"]
     return Plan(
         profile=profile, executor=executor, nodes=n, gpus_per_node=g, tasks_per_node=tasks,
         time_min=time_minutes(profile.time, f"{profile.source}: time"), run_dir=run_dir, folder=run_dir / "slurm",
         job_name=f"swat-{cfg.run_name}", config_files=[str(Path(f).absolute()) for f in files], overrides=overrides,
     )  # fmt: skip
+
+
+def _credentials_to_env(override: str) -> str:
+    """``tracking.uri=http(s)://user:pw@host`` -> ``tracking.uri=http(s)://host``, the user and password moved
+    to this process's MLFLOW_TRACKING_USERNAME / PASSWORD (:func:`~swat_dist.tracking.describe.without_credentials`).
+    submitit pickles the overrides into ``RUN/slurm/`` and the dry run prints them; sbatch hands the job our
+    environment (``--export=ALL``, Slurm's default; a profile that sets ``export`` must keep these two)."""
+    key, _, value = override.partition("=")
+    if key.strip() != "tracking.uri" or "@" not in value:
+        return override
+    return f"{key}={without_credentials(value.strip())}"
 
 
 def _check_resumable(run_dir: Path, cfg: Config, world: int, layout: str) -> None:

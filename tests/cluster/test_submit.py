@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -151,3 +152,18 @@ def test_segmentation_recipes_submit_as_eight_gpu_dry_runs(recipe, tmp_path, cap
     text = capsys.readouterr().out
     assert "ranks: 8" in text and "#SBATCH --ntasks-per-node=8" in text and "#SBATCH --gpus-per-node=8" in text
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_a_password_in_the_tracking_uri_stays_out_of_what_is_submitted(tmp_path, monkeypatch):
+    """submitit pickles the job's overrides into RUN/slurm/ (and a dry run prints them): the URI goes without
+    its credentials, which travel in the environment sbatch hands the job (issue 27 item 4)."""
+    from swat_dist.cluster.submit import TrainJob
+
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(key, "")  # so that what the code exports is removed after the test
+        monkeypatch.delenv(key)
+    p = plan(tmp_path / "run", "tracking.uri=http://alice:pw-5ecr3t@127.0.0.1:5999", slurm=False, nodes=1)
+    assert "tracking.uri=http://127.0.0.1:5999" in p.overrides
+    job = TrainJob(p.config_files, p.overrides, p.profile.signal, p.profile.max_requeues)
+    assert b"pw-5ecr3t" not in pickle.dumps(job) and b"alice" not in pickle.dumps(job)
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "pw-5ecr3t"
