@@ -81,7 +81,10 @@ def _rank_main(rank: int, world: int, port: int, local: str, url: str, cache_dir
             same.append(_same(want, got))
             ids[epoch] = [colour_id(img[:, 8, 8].numpy()) for x, _ in got for img in x]
         # mid-epoch resume: a fresh remote loader (fresh workers) from the state after step 2 of epoch 1
-        first = TrainLoader(remote_src, workers=0, shard_sizes=sizes, **kw)  # type: ignore[arg-type]
+        # workers=0 reads in this process: no prefetch thread here, since the loaders below fork workers from
+        # it (a fork while a thread is inside a download could copy a held lock into the child)
+        no_thread = _source(url, cache=CacheSettings(cache_dir, 10**9, prefetch=0, group=GROUP))
+        first = TrainLoader(no_thread, workers=0, shard_sizes=sizes, **kw)  # type: ignore[arg-type]
         first.set_epoch(1)
         it = iter(first)
         next(it), next(it)
