@@ -340,3 +340,22 @@ def test_convert_to_the_store_uploads_the_local_conversion_index_last(dataset, t
     assert "already holds this conversion" in capsys.readouterr().out
     assert main([*args, "--max-resolution", "48", "--workers", "1"]) == 2  # another one: needs --overwrite
     assert "--overwrite replaces it" in capsys.readouterr().err
+
+
+def test_segmentation_pairs_over_s3_are_those_on_disk(s3_server, tmp_path):
+    from swat_dist.data.pixels.seg_pipeline import SegTrain, SegVal
+    from swat_dist.data.sets.seg_digits import write_seg_digits
+    from swat_dist.data.sources.seg_pairs import SegWdsSource
+
+    write_seg_digits(tmp_path / "src", train=16, val=4, size=48, seed=2)
+    opts = ConvertOptions(fmt="wds", task="segment", num_classes=11, workers=1, shard_bytes=16384)
+    assert convert(tmp_path / "src", tmp_path / "wds", opts) == 0
+    where = S3Location(BUCKET, "seg")
+    upload_dataset(tmp_path / "wds", where)
+    tfs = SegTrain(crop=32, scale=(64, 32)), SegVal(scale=(64, 32))
+    local = SegWdsSource(tmp_path / "wds", "train", *tfs)
+    remote = SegWdsSource(where.url(), "train", *tfs, CacheSettings(str(tmp_path / "cache"), 10**9, 1, 2))
+    assert len(local.shard_sizes) > 2 and remote.shard_sizes == local.shard_sizes
+    kw = dict(world_size=1, rank=0, batch_size=4, seed=6, shard_sizes=local.shard_sizes, shard_group=2)
+    want = _batches(TrainLoader(local, **kw))  # type: ignore[arg-type]
+    assert _same(want, _batches(TrainLoader(remote, workers=2, **kw)))  # type: ignore[arg-type]

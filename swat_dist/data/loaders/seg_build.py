@@ -17,7 +17,7 @@ from .loader import Source, TrainLoader, ValLoader
 def _reduce_zero_label(data: DataConfig, seg: SegConfig) -> bool:
     """The config's choice, else the index's (wds), else ADE's convention (true)."""
     stored = None
-    if data.format == "wds" and data.path is not None and "://" not in data.path:
+    if data.format == "wds" and data.path is not None:  # read_index reads s3:// indexes too
         from ..sources.index import read_index
 
         stored = getattr(read_index(data.path), "reduce_zero_label", None)
@@ -38,13 +38,13 @@ def _sources(data: DataConfig, seg: SegConfig) -> tuple[Source, Source, list[str
     )
     val_tf = SegVal(seg.scale, reduce)
     assert data.path is not None  # DataConfig checks it
-    if "://" in data.path:  # DataConfig allows s3:// for wds only; the segmentation pairs are not streamed yet
-        raise ValueError(f"data.path {data.path}: segmentation reads local shards only (object stores: classify)")
-    if data.format == "wds":
+    if data.format == "wds":  # a local folder or s3://bucket/prefix (DataConfig allows URLs for wds only)
+        from ..sources.location import CacheSettings
         from ..sources.seg_pairs import SegWdsSource
 
-        train = SegWdsSource(data.path, "train", train_tf, val_tf)
-        return train, SegWdsSource(data.path, "val", train_tf, val_tf), train.classes
+        cache = CacheSettings(data.cache_dir, int(data.cache_gb * 1e9), data.prefetch, data.shard_group)
+        train = SegWdsSource(data.path, "train", train_tf, val_tf, cache)
+        return train, SegWdsSource(data.path, "val", train_tf, val_tf, cache), train.classes
     if data.format == "folder":
         from ..sources.seg_pairs import SegFolderSource
 

@@ -19,7 +19,9 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from ..pixels import masks
-from .wds import ShardFiles
+from .index import DatasetIndex
+from .location import CacheSettings
+from .shard_set import ShardSet
 
 Pipeline = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 ADE_SPLITS = {"train": "training", "val": "validation"}
@@ -78,36 +80,32 @@ def scan_seg_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 class SegWdsSource:
-    """The pairs of a split's segmentation shards, read by byte offset (as :class:`.wds.WdsSource`)."""
+    """The pairs of a split's segmentation shards, read by byte offset (as :class:`.wds.WdsSource`; also from
+    ``s3://bucket/prefix`` through the node-local cache, :mod:`.shard_set`)."""
 
-    def __init__(self, root: str | Path, split: str, train_tf: Pipeline, eval_tf: Pipeline) -> None:
-        from .index import read_index
+    def __init__(
+        self, root: str | Path, split: str, train_tf: Pipeline, eval_tf: Pipeline, cache: CacheSettings | None = None
+    ) -> None:
+        def check(index: DatasetIndex) -> None:
+            if index.format != "wds" or getattr(index, "task", "classify") != "segment":
+                raise ValueError(
+                    f"{root}: not a segmentation wds dataset (convert it with --task segment --format wds)"
+                )
 
-        index = read_index(root)
-        if index.format != "wds" or getattr(index, "task", "classify") != "segment":
-            raise ValueError(f"{root}: not a segmentation wds dataset (convert it with --task segment --format wds)")
-        if split not in index.splits:
-            raise ValueError(f"{root}: no {split} split in index.json")
-        info = index.splits[split]
+        self.shards = ShardSet(root, split, cache, check=check, scan=scan_seg_shard, what="pairs")
+        index = self.shards.index
         self.classes = list(index.classes)
         self.reduce_zero_label = bool(getattr(index, "reduce_zero_label", True))
-        self.paths = [str(Path(root) / f.path) for f in info.files]
-        self.shard_sizes = [f.samples for f in info.files]
-        scans = [scan_seg_shard(p) for p in self.paths]
-        for path, scan, want in zip(self.paths, scans, self.shard_sizes):
-            if len(scan[0]) != want:
-                raise ValueError(f"{path}: {len(scan[0])} pairs, index.json says {want} (run swat-dist data verify)")
-        self.shard_of = np.repeat(np.arange(len(self.paths)), self.shard_sizes)
-        self.jpg_at, self.jpg_len, self.png_at, self.png_len = (np.concatenate([s[i] for s in scans]) for i in range(4))
+        self.paths, self.shard_sizes, self.shard_of = self.shards.paths, self.shards.shard_sizes, self.shards.shard_of
+        self.cache, self.follow, self.reading = self.shards.cache, self.shards.follow, self.shards.reading
         self.train_tf, self.eval_tf = train_tf, eval_tf
-        self._files = ShardFiles(self.paths)
 
     def __len__(self) -> int:
-        return len(self.jpg_at)
+        return len(self.shards)
 
     def load(self, index: int, train: bool) -> tuple[Tensor, Tensor]:
-        shard = int(self.shard_of[index])
-        image = self._files.read(shard, int(self.jpg_at[index]), int(self.jpg_len[index]))
-        mask = self._files.read(shard, int(self.png_at[index]), int(self.png_len[index]))
+        shard, (jpg_at, jpg_len, png_at, png_len), at = self.shards.locate(index)
+        image = self.shards.read(shard, int(jpg_at[at]), int(jpg_len[at]))
+        mask = self.shards.read(shard, int(png_at[at]), int(png_len[at]))
         pair = decode_pair(image, mask, f"{self.paths[shard]} sample {index}")
         return (self.train_tf if train else self.eval_tf)(*pair)

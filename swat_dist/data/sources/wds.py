@@ -14,23 +14,20 @@ import io
 import os
 import re
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 
 import numpy as np
 import webdataset as wds
 from PIL import Image, UnidentifiedImageError
 
-from .index import ShardInfo, read_index
-from .location import CacheSettings, S3Location, parse_location
-
-if TYPE_CHECKING:
-    from .shard_cache import ShardCache
+from .index import DatasetIndex, ShardInfo
+from .location import CacheSettings
+from .shard_set import ShardSet
 
 BLOCK = 512  # tar block; every member is one header block plus its data padded to whole blocks
 RECORD = 20 * BLOCK  # tarfile pads a closed stream to whole records; the end marker is two blocks
-_T = TypeVar("_T")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -174,22 +171,6 @@ def scan_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.asarray(offsets, np.int64), np.asarray(sizes, np.int64), np.asarray(labels, np.int64)
 
 
-class ShardFiles:
-    """Byte-range reads from a split's shards, one descriptor per shard per process (a forked loader worker
-    opens its own)."""
-
-    def __init__(self, paths: list[str]) -> None:
-        self.paths = paths
-        self._pid, self._fds = -1, dict[int, int]()
-
-    def read(self, shard: int, offset: int, size: int) -> bytes:
-        if self._pid != os.getpid():
-            self._pid, self._fds = os.getpid(), {}
-        if shard not in self._fds:
-            self._fds[shard] = os.open(self.paths[shard], os.O_RDONLY)
-        return os.pread(self._fds[shard], size, offset)
-
-
 class WdsSource:
     """Random access to the samples of a split's shards, for the planned loaders (:mod:`..loaders.loader`).
 
@@ -197,96 +178,42 @@ class WdsSource:
     counts and mid-epoch resume hard (ranks and workers split *shards*, unevenly). Here the shards stay
     standard WebDataset files, but samples are read by byte offset: sample ids run over the shards in
     index order, and the shard-group plan (:func:`..loaders.plan.shard_group_permutation`) keeps each batch's
-    reads within a few shards. Offsets come from the tar headers, scanned once per process at start.
+    reads within a few shards. Offsets come from the tar headers, scanned once per process.
 
     ``root`` may be ``s3://bucket/prefix`` (``cache`` then says where and how much to keep): shards are
-    read from a node-local cache that follows the loader's plan (:mod:`.shard_cache`), each scanned when
-    first read; sample ids, labels and bytes are those of the same dataset on disk.
+    read from a node-local cache that follows the loader's plan (:mod:`.shard_cache`, :mod:`.shard_set`);
+    sample ids, labels and bytes are those of the same dataset on disk.
     """
 
     def __init__(
         self, root: str | Path, split: str, train_tf: Any, eval_tf: Any, cache: CacheSettings | None = None
     ) -> None:
-        where = parse_location(str(root))
-        self.cache: ShardCache | None = None
-        if isinstance(where, S3Location):
-            from .shard_cache import open_remote  # boto3: imported only for a dataset in an object store
+        def check(index: DatasetIndex) -> None:
+            if index.format != "wds":
+                raise ValueError(f"{root}: a {index.format} dataset, not wds (data.format must match)")
 
-            index, self.cache = open_remote(where, cache or CacheSettings(None, 50 * 10**9, 2, 8), split)
-        else:
-            index = read_index(root)
-        if index.format != "wds":
-            raise ValueError(f"{root}: a {index.format} dataset, not wds (data.format must match)")
-        if split not in index.splits:
-            raise ValueError(f"{root}: no {split} split in index.json")
-        info = index.splits[split]
-        self.classes = index.classes
-        self.paths = [str(Path(root) / f.path) if self.cache is None else where.url(f.path) for f in info.files]  # type: ignore[union-attr]
-        self.shard_sizes = [f.samples for f in info.files]
-        self.shard_of = np.repeat(np.arange(len(self.paths)), self.shard_sizes)
-        self.starts = np.concatenate([[0], np.cumsum(self.shard_sizes)[:-1]]).astype(np.int64)
-        self._scans: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        if self.cache is None:  # local: scan every shard now, so a damaged one is reported before training
-            for shard in range(len(self.paths)):
-                self._scan(shard)
+        self.shards = ShardSet(root, split, cache, check=check, scan=scan_shard)
+        self.classes = self.shards.index.classes
+        self.paths, self.shard_sizes, self.shard_of = self.shards.paths, self.shards.shard_sizes, self.shards.shard_of
+        self.cache, self.follow, self.reading = self.shards.cache, self.shards.follow, self.shards.reading
         self.train_tf, self.eval_tf = train_tf, eval_tf
-        self._files = ShardFiles(self.paths)
-
-    def follow(self, schedule: Callable[[int], list[int]]) -> None:
-        """The loader's shard order per epoch, for the remote cache's prefetch and eviction (local: no-op)."""
-        if self.cache is not None:
-            self.cache.follow(schedule)
-
-    def reading(self, epoch: int, index: int) -> None:
-        """A batch of ``epoch`` starting with sample ``index`` is being read (moves the prefetch window)."""
-        if self.cache is not None:
-            self.cache.reading(epoch, int(self.shard_of[index]))
-
-    def _scan(self, shard: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if shard not in self._scans:
-            found = self._local(shard, scan_shard)
-            if len(found[0]) != self.shard_sizes[shard]:
-                raise ValueError(
-                    f"{self.paths[shard]}: {len(found[0])} samples, index.json says {self.shard_sizes[shard]} "
-                    "(run swat-dist data verify)"
-                )
-            self._scans[shard] = found
-        return self._scans[shard]
-
-    def _local(self, shard: int, read: Callable[[str], _T]) -> _T:
-        """``read(path)`` of the shard's local file; a cached copy evicted by another process is fetched again."""
-        if self.cache is None:
-            return read(self.paths[shard])
-        while True:
-            try:
-                return read(str(self.cache.path(shard)))
-            except FileNotFoundError:
-                continue
 
     def __len__(self) -> int:
-        return len(self.shard_of)
-
-    def _all(self, column: int) -> np.ndarray:
-        return np.concatenate([self._scan(k)[column] for k in range(len(self.paths))])
+        return len(self.shards)
 
     @property
     def offsets(self) -> np.ndarray:
         """Every sample's .jpg data offset in its shard (remote: reads every shard through the cache)."""
-        return self._all(0)
+        return self.shards.column(0)
 
     @property
     def labels(self) -> np.ndarray:
-        return self._all(2)
+        return self.shards.column(2)
 
     def load(self, index: int, train: bool) -> tuple[Any, int]:
-        shard = int(self.shard_of[index])
-        offsets, sizes, labels = self._scan(shard)
-        at = index - int(self.starts[shard])
-        offset, size = int(offsets[at]), int(sizes[at])
-        if self.cache is None:
-            data = self._files.read(shard, offset, size)
-        else:  # open per sample (~10 us next to a decode's ms): an evicted shard frees its space at once
-            data = self._local(shard, lambda path: _pread(path, offset, size))
+        shard, (offsets, sizes, labels), at = self.shards.locate(index)
+        offset = int(offsets[at])
+        data = self.shards.read(shard, offset, int(sizes[at]))
         try:
             with Image.open(io.BytesIO(data)) as img:
                 rgb = img.convert("RGB")
@@ -297,11 +224,3 @@ class WdsSource:
                 "run swat-dist data verify"
             ) from None
         return (self.train_tf if train else self.eval_tf)(rgb), int(labels[at])
-
-
-def _pread(path: str, offset: int, size: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.pread(fd, size, offset)
-    finally:
-        os.close(fd)
