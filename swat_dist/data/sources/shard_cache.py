@@ -16,7 +16,11 @@ node; the plan says which shard each of them reads next, so the cache knows the 
   one it fetches (it skips, and the shard is fetched when due).
 - **Prefetch** runs in a thread of each process that reads (each loader worker, or the rank itself with
   0 workers), ``prefetch`` shard groups ahead of the batch being read; the plan does not change, only
-  where bytes come from, so every loader guarantee holds as on local disk.
+  where bytes come from, so every loader guarantee holds as on local disk. With workers the threads live
+  in the workers, never in the process that forks them (a fork during a download could copy a held lock).
+
+Left behind on purpose: the zero-byte ``.<name>.lock`` files (removing a lock file others may hold open
+is a race; they cost an inode each).
 """
 
 from __future__ import annotations
