@@ -15,8 +15,8 @@ file in it is structurally whole (torch's zip directory readable; the safetensor
 the file's size exactly). That catches truncation, not a flipped byte, and not a file that is missing.
 
 Resuming from a run or checkpoints folder takes the newest checkpoint that verifies, counting down from
-the one ``latest`` names (folders newer than that are saves that never completed); what it skipped, and
-why, is reported in one line.
+the one ``latest`` names; folders newer than that (saves that never completed) are named in one line,
+and what it skipped among the others, and why, in another.
 """
 
 from __future__ import annotations
@@ -188,14 +188,27 @@ def _candidates(ckpt_dir: Path) -> list[str]:
     return [tag, *sorted(older, key=step_of, reverse=True)]
 
 
+def _unfinished(ckpt_dir: Path, latest: str | None) -> list[str]:
+    """Tag folders newer than ``latest`` (all of them without one): saves killed before they completed.
+    A save moves ``latest`` last, so such a folder is never resumed from, whatever it holds."""
+    if not ckpt_dir.is_dir():
+        return []
+    tags = [p.name for p in ckpt_dir.iterdir() if TAG.match(p.name) and p.is_dir()]
+    return sorted(t for t in tags if latest is None or step_of(t) > step_of(latest))
+
+
 def newest_verified(ckpt_dir: Path, hashes: bool = False, report: Report | None = None) -> Path | None:
     """The newest checkpoint in ``ckpt_dir`` that verifies (None without a ``latest``).
 
-    ``report`` gets one line naming what was skipped and why, when anything was; a ValueError naming
-    ``ckpt_dir`` when no checkpoint verifies.
+    ``report`` gets one line naming the folders of saves that did not complete, and one naming what
+    was skipped and why, when anything was; a ValueError naming ``ckpt_dir`` when no checkpoint verifies.
     """
     skipped: list[str] = []
     tags = _candidates(ckpt_dir)
+    unfinished = _unfinished(ckpt_dir, tags[0] if tags else None)
+    if unfinished and report is not None:
+        reason = "newer than 'latest'" if tags else "no 'latest' yet"
+        report(f"[checkpoint] skipping {', '.join(unfinished)}: {reason}, a save that did not complete")
     for tag in tags:
         why = problem(ckpt_dir / tag, hashes)
         if why is None:

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .safe_load import load_state
+
 
 class EMA:
     def __init__(self, params: list[Tensor], decay: float, after_swap: Callable[[], None] = lambda: None) -> None:
@@ -83,9 +85,9 @@ def ema_state(
     all, plus the small trainer states).
     """
     if stage < 3:
-        ema = torch.load(path / "rank00000.pt", weights_only=False)["ema"]
+        ema = load_state(path / "rank00000.pt")["ema"]
         return None if ema is None else dict(ema)
-    parts = [torch.load(path / f"rank{r:05d}.pt", weights_only=False)["ema"] for r in range(saved_world)]
+    parts = [load_state(path / f"rank{r:05d}.pt")["ema"] for r in range(saved_world)]
     if any(p is None for p in parts):
         return None
     shadow = []

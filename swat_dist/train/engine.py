@@ -10,7 +10,9 @@ conversion a resume on another world size needs (:func:`universal_copy`, see :mo
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import pickle
 import shutil
 import socket
 import subprocess
@@ -29,6 +31,7 @@ from .. import collectives
 from ..config import Config
 from ..dist import DistEnv, cuda_index
 from .ds_config import deepspeed_config
+from .safe_load import DEEPSPEED_GLOBALS, weights_only, what_was_refused
 
 
 def device_for(env: DistEnv) -> torch.device:
@@ -130,9 +133,10 @@ def _convert(tag_dir: Path, out: Path) -> str | None:
     for stale in tag_dir.glob(f".{UNIVERSAL}-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = tag_dir / f".{UNIVERSAL}-{os.getpid()}"
-    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(tag_dir),
-           "--output_folder", str(tmp), "--num_extract_workers", "1", "--num_merge_workers", "1",
-           "--inject_missing_state"]  # fmt: skip
+    # DeepSpeed's converter, its every torch.load made weights-only (:func:`convert_main`)
+    cmd = [sys.executable, "-c", "from swat_dist.train.engine import convert_main; convert_main()",
+           "--input_folder", str(tag_dir), "--output_folder", str(tmp), "--num_extract_workers", "1",
+           "--num_merge_workers", "1", "--inject_missing_state"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
     if done.returncode != 0:
         log = tag_dir / f"{UNIVERSAL}-failed.log"
@@ -142,6 +146,25 @@ def _convert(tag_dir: Path, out: Path) -> str | None:
         return f"converting {tag_dir} to DeepSpeed's universal format failed ({last}); its output: {log}"
     os.replace(tmp, out)
     return None
+
+
+def _deepspeed_globals() -> list[Any]:
+    """The objects :data:`~.safe_load.DEEPSPEED_GLOBALS` names (modules deepspeed has already imported)."""
+    found = []
+    for name in DEEPSPEED_GLOBALS:
+        module, _, attr = name.rpartition(".")
+        found.append((getattr(importlib.import_module(module), attr), name))
+    return found
+
+
+def convert_main() -> None:
+    """``ds_to_universal``'s command line (``sys.argv``), with every checkpoint file it reads loaded
+    weights-only: the converter passes ``weights_only=False`` itself. Run in the converter's process
+    (:func:`_convert`); with one extract and one merge worker it starts no other."""
+    from deepspeed.checkpoint import ds_to_universal
+
+    with weights_only(_deepspeed_globals()):
+        ds_to_universal.main(ds_to_universal.parse_arguments())
 
 
 def universal_copy(tag_dir: Path, env: DistEnv) -> Path:
@@ -252,7 +275,7 @@ class Engine:
         # group (weight_decay 0 of the no-decay group, say, onto the decayed weights): put ours back. They
         # come from the config, as the checkpoint's did; the lr is set again before every micro-batch.
         groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
-        path, _ = self.ds.load_checkpoint(directory, tag=tag, load_lr_scheduler_states=False)
+        path = self._load_weights_only(directory, tag)
         if path is None:
             raise ValueError(f"DeepSpeed found no checkpoint {tag!r} in {directory}")
         if universal:
@@ -268,6 +291,19 @@ class Engine:
             for state in self.optimizer.state.values():
                 if isinstance(state.get("step"), Tensor):
                     state["step"] = state["step"].clone()
+
+    def _load_weights_only(self, directory: str, tag: str) -> str | None:
+        """DeepSpeed's load with every torch.load in it weights-only (DeepSpeed asks for pickle): a file that
+        names anything but data is a one-line ValueError (:mod:`.safe_load`; resume_point scans first)."""
+        try:
+            with weights_only(_deepspeed_globals()):
+                path, _ = self.ds.load_checkpoint(directory, tag=tag, load_lr_scheduler_states=False)
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"checkpoint {Path(directory) / tag}: DeepSpeed's state refused by the weights-only load "
+                f"({what_was_refused(err)}): nothing of it was run"
+            ) from None
+        return path
 
     def local_numels(self) -> list[int]:
         """The whole element count of each parameter :meth:`local_params` returns (ZeRO-3: not the partition's)."""

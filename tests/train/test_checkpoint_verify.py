@@ -164,9 +164,11 @@ def test_resume_falls_back_to_the_previous_checkpoint_bit_for_bit(damage, traine
     DAMAGES[damage][0](ckpts(run) / NEWEST)
     capfd.readouterr()
     summary = spawn(2, overrides(run, *STEPS), tmp_path)  # the same command as the uninterrupted run
-    skips = [line for line in capfd.readouterr().out.splitlines() if "[checkpoint]" in line]
+    lines = [line for line in capfd.readouterr().out.splitlines() if "[checkpoint]" in line]
+    skips = [line for line in lines if line.startswith("[checkpoint] skipping")]
     assert len(skips) == 1 and skips[0].startswith(f"[checkpoint] skipping {NEWEST}: "), skips  # rank 0 only
     assert skips[0].endswith(f"falling back to {PREVIOUS}")
+    assert lines[1:] == [f"[checkpoint] resuming from {ckpts(run) / PREVIOUS} (step 8)"], lines
     assert summary["steps"] == 12
     a, b = losses(trained), losses(run)
     assert sorted(a) == sorted(b) == list(range(1, 13))
