@@ -359,3 +359,16 @@ def test_segmentation_pairs_over_s3_are_those_on_disk(s3_server, tmp_path):
     kw = dict(world_size=1, rank=0, batch_size=4, seed=6, shard_sizes=local.shard_sizes, shard_group=2)
     want = _batches(TrainLoader(local, **kw))  # type: ignore[arg-type]
     assert _same(want, _batches(TrainLoader(remote, workers=2, **kw)))  # type: ignore[arg-type]
+
+
+def test_a_shard_deleted_mid_run_is_one_line_from_a_loader_worker_too(dataset, tmp_path):
+    local, _ = dataset
+    where = S3Location(BUCKET, "ids/deleted-later")
+    upload_dataset(local, where)
+    src = _source(where.url(), cache=CacheSettings(str(tmp_path / "cache"), 10**9, prefetch=1, group=GROUP))
+    ObjectStore(where).delete("train-000004.tar")  # after the start-up check: found by the read that needs it
+    loader = TrainLoader(src, world_size=1, rank=0, batch_size=4, workers=2, shard_sizes=src.shard_sizes)
+    with pytest.raises(ValueError) as err:
+        _batches(loader)
+    _one_line(err, f"{where.url('train-000004.tar')}: no such object")  # not torch's "Caught ... Traceback"
+    loader.close()

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import multiprocessing
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from .plan import PAD, ShardOrder, TrainPlan, full_permutation, shard_group_permutation, val_batches
 
@@ -77,7 +77,15 @@ class _PlannedDataset(Dataset):
         # a remote source prefetches from where its reader is (WdsSource over s3://): told once per batch
         self._reading: Callable[[int, int], None] | None = getattr(source, "reading", None)
 
-    def __getitem__(self, key: tuple[int, list[int]]) -> Batch:
+    def __getitem__(self, key: tuple[int, list[int]]) -> Batch | _Refused:
+        try:
+            return self._batch(key)
+        except ValueError as err:  # a user error (one line): see _Refused
+            if get_worker_info() is None:
+                raise
+            return _Refused(str(err))
+
+    def _batch(self, key: tuple[int, list[int]]) -> Batch:
         epoch, ids = key
         first = next((i for i in ids if i != PAD), None)
         if self._reading is not None and first is not None:
@@ -103,6 +111,22 @@ class _PlannedDataset(Dataset):
 
     def __len__(self) -> int:  # never used for sampling: the batch sampler drives it
         return len(self.source)
+
+
+class _Refused:
+    """A one-line ``ValueError`` met in a loader worker (a damaged shard, a deleted object), carried to the
+    consumer as a value and raised there as it was: torch would re-raise it with the worker's traceback
+    pasted into the message, and the user would see a traceback instead of the line naming the file."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _raising(batches: Iterable[Batch | _Refused]) -> Iterator[Batch]:
+    for batch in batches:
+        if isinstance(batch, _Refused):
+            raise ValueError(batch.message)
+        yield batch
 
 
 def _stack_targets(targets: list[Any], like: Any) -> Tensor:
@@ -196,7 +220,7 @@ class TrainLoader:
         return self.epoch, self.plan().batches(self.step)
 
     def __iter__(self) -> Iterator[Batch]:
-        for batch in self._loader:
+        for batch in _raising(self._loader):
             self.step += 1  # counted when handed over, so a checkpoint after this batch skips it
             yield batch
         self.epoch, self.step = self.epoch + 1, 0
@@ -236,7 +260,7 @@ class ValLoader:
         return len(self._batches)
 
     def __iter__(self) -> Iterator[Batch]:
-        return iter(self._loader)
+        return _raising(self._loader)
 
     def close(self) -> None:
         """Stop the persistent workers now (otherwise at garbage collection)."""
