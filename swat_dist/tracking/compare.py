@@ -27,7 +27,9 @@ if TYPE_CHECKING:  # matplotlib is imported when plotting (~1 s)
 Curves = dict[str, list[tuple[int, float, int]]]  # metric key: (step, value, timestamp) points
 
 COLUMNS = ["run_id", "label", "name", "model", "variant", "task", "params_m", "gflops", "best_top1", "ema_top1",
-           "best_mIoU", "ema_mIoU", "images_per_sec", "wall_time_s", "steps", "status", "run_dir"]  # fmt: skip
+           "best_mIoU", "ema_mIoU", "images_per_sec", "data_wait", "wall_time_s", "steps", "status",
+           "run_dir"]  # fmt: skip
+WAIT = "time/data_wait_fraction_max"  # the slowest rank's share of step time spent waiting for data
 CURVES = ("train/loss", "val/top1", "val/mIoU")  # a curve no run has is not drawn
 EMA_CURVE = {"val/top1": "val_ema/top1", "val/mIoU": "val_ema/mIoU"}  # drawn dashed beside its run's curve
 PRIMARY = {"top1": "best_top1", "mIoU": "best_mIoU"}  # the Figure-1 plot of each task: its metric
@@ -56,6 +58,7 @@ def row(run: dict[str, Any], curves: Curves, summary: dict[str, Any] | None = No
     model = tags.get("swat.model") or params.get("model.name", "?")
     best = {k: max((v for _, v, _ in curves.get(k, [])), default=None) for k in _BEST}
     speed = [v for _, v, _ in curves.get("throughput/images_per_sec", [])]
+    wait = [v for _, v, _ in curves.get(WAIT, [])]
     return {
         "run_id": run["run_id"], "label": f"{model} {_started(run['start_ms'])}", "name": run["name"], "model": model,
         "variant": tags.get("swat.variant") or ("swat" if model.startswith("swat_") else "baseline"),
@@ -63,6 +66,7 @@ def row(run: dict[str, Any], curves: Curves, summary: dict[str, Any] | None = No
         "params_m": _float(params.get("model_params_m")), "gflops": _float(params.get("model_gflops")),
         **{column: best[key] for key, column in _BEST.items()},
         "images_per_sec": statistics.median(speed) if speed else None,
+        "data_wait": statistics.median(wait) if wait else None,
         "wall_time_s": _float((summary or {}).get("wall_time_s")),
         "steps": max((s for s, _, _ in curves.get("train/loss", [])), default=None), "status": run["status"],
         "run_dir": params.get("output_dir"),
@@ -193,7 +197,7 @@ def collect(
     runs = mlflow_store.find_runs(uri, experiment_name(experiment), run_ids)
     if not runs:
         raise ValueError(f"no runs to compare in experiment {experiment_name(experiment)!r} of {uri}")
-    keys = (*CURVES, "val_ema/top1", "val_ema/mIoU", "throughput/images_per_sec")
+    keys = (*CURVES, "val_ema/top1", "val_ema/mIoU", "throughput/images_per_sec", WAIT)
     curves = {
         r["run_id"]: {k: mlflow_store.history(uri, r["run_id"], k) for k in keys if k in r["metrics"]} for r in runs
     }

@@ -245,6 +245,11 @@ class Trainer:
         steps = self.state.step - self._window_start
         wall = time.perf_counter() - self._window_t0
         images_per_sec = steps * self.d["global_batch"] / wall
+        # the share of this window every rank spent waiting for its loader: mean and the slowest rank's, so a
+        # data-bound run shows at a glance (one more small all-reduce per log, where the log syncs anyway)
+        wait = torch.tensor([self._data_wait / wall], dtype=torch.float64, device=self.engine.device)
+        wait_max = collectives.max_(wait.clone()).item()
+        wait_mean = collectives.sum_(wait).item() / self.env.world_size
         record: dict[str, Any] = {
             "step": self.state.step,
             "epoch": self.state.step / self.steps_per_epoch,
@@ -256,6 +261,8 @@ class Trainer:
             "throughput/mfu": self.flops_per_step * steps / wall / (self.env.world_size * self.peak_flops),
             "time/step_s": wall / steps,
             "time/data_wait_s": self._data_wait / steps,
+            "time/data_wait_fraction": wait_mean,
+            "time/data_wait_fraction_max": wait_max,
             "time/compute_s": self._step_time / steps,
             "memory/peak_gb": memory_gb(self.engine.device),
         }

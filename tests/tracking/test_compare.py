@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from matplotlib.colors import to_rgba
 
 from swat_dist.cli import main
@@ -35,9 +36,10 @@ def _log(uri: str, model: str, params_m: float, gflops: float, top1: list[float]
     store.send([Item("params", {"model_params_m": str(params_m), "model_gflops": str(gflops), **(params or {})})])
     loss = [("train/loss", 2.0 / s, s, 1000 + s) for s in range(1, 31)]
     speed = [("throughput/images_per_sec", 100.0 + s, s, 1000 + s) for s in range(1, 31)]
+    speed += [("time/data_wait_fraction_max", s / 100, s, 1000 + s) for s in range(1, 31)]
     val = [("val/top1", v, 10 * (i + 1), 2000 + i) for i, v in enumerate(top1)]
     val += [("val_ema/top1", v, 10 * (i + 1), 2000 + i) for i, v in enumerate(ema or [])]
-    store.send([Item("metrics", loss + speed + val, points=60 + len(val))])
+    store.send([Item("metrics", loss + speed + val, points=90 + len(val))])
     if summary is not None:
         file = db.parent / f"summary-{rid}" / "summary.json"
         file.parent.mkdir()
@@ -59,6 +61,7 @@ def test_compare_writes_the_table_and_plots(tmp_path, capsys):
         assert r["run_id"] == ids[model] and float(r["best_top1"]) == max(top1)
         assert float(r["gflops"]) == gflops and float(r["params_m"]) == params_m
         assert float(r["images_per_sec"]) == 115.5 and r["steps"] == "30" and r["status"] == "FINISHED"
+        assert float(r["data_wait"]) == pytest.approx(0.155)  # the median of the slowest rank's share
     assert rows["deit_micro_patch4_32"]["variant"] == "baseline"
     table = (out / "compare.md").read_text()
     assert table.startswith("| run_id | label | name | model | variant |") and table.count("\n") == 2 + len(RUNS)

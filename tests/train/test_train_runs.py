@@ -93,6 +93,9 @@ def test_zero_stage_trains_evaluates_checkpoints_and_exports(stage, tmp_path):
     first, last = sum(loss[s] for s in (1, 2, 3)) / 3, sum(loss[s] for s in (10, 11, 12)) / 3
     assert last < first - 0.05, loss
     assert summary["steps"] == 12 and summary["val_set_size"] == 6
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    waits = [(r["time/data_wait_fraction"], r["time/data_wait_fraction_max"]) for r in rows if "train/loss" in r]
+    assert len(waits) == 12 and all(0 <= mean <= worst < 1 for mean, worst in waits)  # every rank's share, logged
     final = summary["final"]
     assert final["val/samples"] == final["val_ema/samples"] == summary["val_samples"] == 6
     assert final["val/loss"] != final["val_ema/loss"]  # the EMA really is swapped in
