@@ -100,10 +100,13 @@ def _unwrap(obj: Any) -> Any:
 
 
 def what_was_refused(err: BaseException) -> str:
-    """torch's weights-only message runs to many lines; its ``GLOBAL x`` line (or its last) says what."""
-    lines = str(err).strip().splitlines() or [type(err).__name__]
-    found = next((line for line in lines if "GLOBAL" in line), lines[-1])
-    return found.split(" Please use")[0].split("WeightsUnpickler error: ")[-1].strip()
+    """torch's weights-only message runs to many lines around the unpickler's own; that one says what."""
+    lines = [x.strip() for x in str(err).splitlines() if x.strip()]
+    said = next((x for x in lines if "GLOBAL" in x), None)
+    if said is None:  # the unpickler's (or a stand-in's) message follows "WeightsUnpickler error:"
+        after = [i + 1 for i, x in enumerate(lines) if x.endswith("WeightsUnpickler error:")]
+        said = lines[after[0]] if after and after[0] < len(lines) else (lines or [type(err).__name__])[0]
+    return said.split(" Please use")[0].split("WeightsUnpickler error: ")[-1]
 
 
 def load_state(path: Path) -> Any:

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -31,7 +32,7 @@ from swat_dist.train.checkpoint_paths import write_manifest
 from swat_dist.train.ema import ema_state
 from swat_dist.train.engine import _convert
 from swat_dist.train.finetune import build_model
-from swat_dist.train.safe_load import RefusedFile, load_state
+from swat_dist.train.safe_load import RefusedFile, load_state, refusal
 
 from .test_train_runs import _port, overrides, spawn
 
@@ -142,6 +143,30 @@ def test_the_loads_themselves_are_weights_only(crafted, tmp_path, capfd):
     why = _convert(folder, folder / "universal")
     assert why is not None and "failed (" in why and "\n" not in why and not (folder / "universal").exists(), why
     assert not marker.exists()
+
+
+def test_numpy_state_other_than_a_uint32_vector_is_refused(tmp_path):
+    """The stand-ins read numpy's RNG key and nothing else numpy can pickle (an object array, floats)."""
+    key = np.random.get_state()[1]
+    torch.save({"rng": {"numpy": ("MT19937", key, 0, 0, 0.0)}}, tmp_path / "ok.pt")
+    assert np.array_equal(load_state(tmp_path / "ok.pt")["rng"]["numpy"][1], key)
+    cases = {"floats": np.zeros(3), "objects": np.array([None, 1], dtype=object), "matrix": np.zeros((2, 2), "u4")}
+    for name, value in cases.items():
+        torch.save({"x": value}, tmp_path / f"{name}.pt")
+        with pytest.raises(RefusedFile, match=rf"{name}\.pt: refused to load \((numpy dtype '[fO]8'|a numpy arr)"):
+            load_state(tmp_path / f"{name}.pt")
+
+
+@pytest.mark.slow
+def test_a_planted_universal_copy_is_refused(clean, crafted, tmp_path):
+    """An elastic resume reuses CHECKPOINT/universal/ when it exists, and the manifest does not list it."""
+    run = tmp_path / "run"
+    shutil.copytree(clean, run)
+    planted = run / "checkpoints" / TAG / "universal" / "zero" / "head.weight" / "fp32.pt"
+    planted.parent.mkdir(parents=True)
+    shutil.copy(crafted[0] / "checkpoints" / TAG / "rank00000.pt", planted)
+    why = refusal(run / "checkpoints" / TAG)
+    assert why is not None and why.startswith(f"{planted}: refused to load: it names builtins.exec"), why
 
 
 @pytest.mark.slow
