@@ -174,7 +174,8 @@ _WRITE_FAILED = ("iostream error", "inline_container", "PytorchStreamWriter", "f
 def disk_full(err: BaseException, path: Path, needed: int, how: str) -> DiskFull | None:
     """``err`` as a one-line :class:`DiskFull`, when it is a write that failed for want of space: errno
     ENOSPC or its text; or torch's errno-less write failure while less than ``needed`` bytes are free."""
-    free = shutil.disk_usage(path.parent if not path.exists() else path).free
+    where = next(p for p in (path, *path.parents) if p.exists())  # the save may have failed before its mkdir
+    free = shutil.disk_usage(where).free
     text = str(err)
     enospc = getattr(err, "errno", None) == errno.ENOSPC or "os error 28" in text or "No space left" in text
     if not enospc and not (any(mark in text for mark in _WRITE_FAILED) and free < needed):

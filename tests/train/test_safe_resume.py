@@ -222,6 +222,8 @@ def test_disk_full_is_named_with_the_bytes_needed_and_free(tmp_path, monkeypatch
     assert disk_full(torch_said, path, 10 * free, "") is not None  # torch keeps no errno: the free space decides
     assert disk_full(torch_said, path, 1000, "") is None  # room enough: another failure, re-raised as it is
     assert disk_full(OSError(errno.EACCES, "Permission denied"), path, 10 * free, "") is None
+    first = tmp_path / "new" / "checkpoints" / "step_00000004"  # the first save, failing before its mkdir
+    assert "the latest: none yet" in str(disk_full(OSError(errno.ENOSPC, "No space left"), first, 1, ""))
 
 
 @pytest.fixture
