@@ -15,7 +15,9 @@ A save is collective. After a barrier, i.e. after every rank has finished writin
 manifest and then replaces ``latest`` atomically, so a crash mid-save leaves the previous checkpoint as
 the latest; older tags beyond ``keep_last`` are deleted only after that. A resume takes the newest
 checkpoint that verifies against its manifest (:func:`resume_point`). Resuming as another model is
-refused; resuming on another world size keeps the checkpoint's global batch (:mod:`.elastic`).
+refused; resuming on another world size keeps the checkpoint's global batch (:mod:`.elastic`). Every
+``.pt`` file is loaded weights-only: no code runs from a checkpoint, whoever wrote it (:mod:`.safe_load`).
+A save that runs out of space is a one-line :class:`DiskFull`; ``latest`` keeps the previous checkpoint.
 """
 
 from __future__ import annotations
