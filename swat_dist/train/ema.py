@@ -31,10 +31,14 @@ class EMA:
 
     @torch.no_grad()
     def update(self) -> None:
-        """shadow <- decay * shadow + (1 - decay) * weights, once per optimizer step."""
+        """shadow <- decay * shadow + (1 - decay) * weights, once per optimizer step.
+
+        One multi-tensor lerp (torch's foreach kernels, as its optimizers use): on CUDA a few fused launches
+        instead of one per parameter tensor (~150 for DeiT-S); on CPU the same per-tensor loop. Same
+        arithmetic either way. bf16 weights are widened to fp32 first (a temporary copy of each); fp32
+        weights are used in place."""
         self.updates += 1
-        for s, p in zip(self.shadow, self.params):
-            s.lerp_(p.detach().float(), 1.0 - self.decay)
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in self.params], 1.0 - self.decay)
 
     @contextlib.contextmanager
     def swapped(self) -> Iterator[None]:
