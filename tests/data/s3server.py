@@ -70,9 +70,13 @@ def start(folder: Path, timeout_s: float = 60.0) -> S3Server:
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "admin")}
     grpc = {name: free_port() for name in ports}
     args = [
-        str(weed), "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-bucket={BUCKET}",
+        # -logtostderr: glog into our log file, not weed.INFO & co in /tmp
+        str(weed), "-logtostderr", "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-bucket={BUCKET}",
         f"-s3.config={folder / 's3.json'}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
         "-s3.port.lance=0", "-master.telemetry=false",
+        # its unix sockets in our folder too (the default, /tmp/seaweedfs-*-<port>.sock, outlives the server)
+        f"-s3.localSocket={folder / 's3.sock'}", f"-filer.localSocket={folder / 'filer.sock'}",
         *(f"-{name}.port={port}" for name, port in ports.items()),
         *(f"-{name}.port.grpc={port}" for name, port in grpc.items()),
     ]  # fmt: skip
