@@ -9,9 +9,11 @@ import pytest
 
 from swat_dist.data.convert.base import ConvertOptions
 from swat_dist.data.convert.front import convert
+from swat_dist.data.sources.location import S3Location
 
 from .corpus import MAX_PIXELS, MAX_RES, Entry, write_corpus
-from .s3server import S3Server, start
+from .helpers import write_id_folder
+from .s3server import BUCKET, S3Server, start, upload_dataset
 
 SHARD_BYTES = 20 * 1024  # a few samples per shard, so the corpus spans several
 
@@ -55,3 +57,15 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_ids(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(local wds folder, the same files at s3://...): 60 train samples whose colour is their id, in 20
+    shards of 10 KB (3 samples each), and 9 val samples."""
+    root = tmp_path_factory.mktemp("s3ids")
+    write_id_folder(root / "src", classes=3, per_class={"train": 20, "val": 3})
+    opts = ConvertOptions(fmt="wds", workers=1, shard_bytes=16384, max_resolution=64)
+    assert convert(root / "src", root / "wds", opts) == 0
+    upload_dataset(root / "wds", S3Location(BUCKET, "ids/v1"))
+    return root / "wds", f"s3://{BUCKET}/ids/v1"

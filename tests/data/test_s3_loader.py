@@ -1,6 +1,7 @@
 """wds datasets in an S3-compatible store (a real SeaweedFS on 127.0.0.1): the loader yields exactly the
-batches of the same shards on local disk, across gloo ranks, workers and a mid-epoch resume; the cache
-stays within its bound; every wrong setting is one line before any batch."""
+batches of the same shards on local disk, across gloo ranks, workers, a mid-epoch resume and a store
+that goes away for 10 s; the cache stays within its bound, downloads each shard once per node and
+prefetches what the plan reads next. Wrong settings and the commands: test_s3_checks.py."""
 
 from __future__ import annotations
 
@@ -18,33 +19,18 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from swat_dist.config import DataConfig
-from swat_dist.config_types import ConfigError
 from swat_dist.data.convert.base import ConvertOptions
 from swat_dist.data.convert.front import convert
-from swat_dist.data.loaders.build import build_loaders
 from swat_dist.data.loaders.loader import TrainLoader, ValLoader
 from swat_dist.data.loaders.plan import ShardOrder, shard_group_permutation
 from swat_dist.data.pixels.transforms import eval_transform, train_transform
 from swat_dist.data.sources.location import CacheSettings, S3Location
-from swat_dist.data.sources.object_store import ObjectStore
 from swat_dist.data.sources.wds import WdsSource
 
-from .helpers import colour_id, write_id_folder
+from .helpers import colour_id
 from .s3server import BUCKET, free_port, restart, upload_dataset
 
 GROUP = 2  # shards per group: batches straddle groups, and prefetch runs ahead by whole groups
-
-
-@pytest.fixture(scope="module")
-def dataset(s3_server, tmp_path_factory):
-    """(local folder, its s3:// URL): 60 train samples in ~9 shards of <= 16 KB, 9 val samples."""
-    root = tmp_path_factory.mktemp("s3ids")
-    write_id_folder(root / "src", classes=3, per_class={"train": 20, "val": 3})
-    opts = ConvertOptions(fmt="wds", workers=1, shard_bytes=16384, max_resolution=64)
-    assert convert(root / "src", root / "wds", opts) == 0
-    upload_dataset(root / "wds", S3Location(BUCKET, "ids/v1"))
-    return root / "wds", f"s3://{BUCKET}/ids/v1"
 
 
 def _tfs():
@@ -107,8 +93,8 @@ def _rank_main(rank: int, world: int, port: int, local: str, url: str, cache_dir
         dist.destroy_process_group()
 
 
-def test_two_gloo_ranks_two_workers_read_s3_as_local_disk_with_resume(dataset, tmp_path):
-    local, url = dataset
+def test_two_gloo_ranks_two_workers_read_s3_as_local_disk_with_resume(s3_ids, tmp_path):
+    local, url = s3_ids
     out = tmp_path / "result.json"
     cache = tmp_path / "cache"  # one node: both ranks and their workers share it
     mp.spawn(_rank_main, args=(2, free_port(), str(local), url, str(cache), str(out)), nprocs=2, join=True)
@@ -131,11 +117,11 @@ def _cache_bytes(folder: Path) -> int:
     return total
 
 
-def test_cache_stays_within_its_bound_and_batches_stay_exact(dataset, tmp_path):
-    local, url = dataset
+def test_cache_stays_within_its_bound_and_batches_stay_exact(s3_ids, tmp_path):
+    local, url = s3_ids
     sizes = sorted((p.stat().st_size for p in local.glob("train-*.tar")), reverse=True)
     bound = sum(sizes[: (1 + 2) * 1])  # prefetch 1 + 2 groups of 1 shard: the least the cache accepts
-    assert sum(sizes) > 2 * bound  # the dataset does not fit: shards must be evicted and fetched again
+    assert sum(sizes) > 2 * bound  # the s3_ids does not fit: shards must be evicted and fetched again
     settings = CacheSettings(str(tmp_path / "cache"), bound, prefetch=1, group=1)
     remote = _source(url, cache=settings)
     folder = settings.root(S3Location(BUCKET, "ids/v1"))
@@ -165,79 +151,6 @@ def test_cache_stays_within_its_bound_and_batches_stay_exact(dataset, tmp_path):
     assert "\n" not in str(err.value)
 
 
-def _one_line(err: pytest.ExceptionInfo, *parts: str) -> None:
-    text = str(err.value)
-    assert "\n" not in text and all(p in text for p in parts), text
-
-
-def _data(path: str, **kw) -> DataConfig:
-    return DataConfig(format="wds", path=path, batch_size=4, workers=0, **kw)
-
-
-def _build(data: DataConfig):
-    return build_loaders(data, {}, world_size=1, rank=0, seed=0, num_classes=3, img_size=16)
-
-
-def test_wrong_settings_are_one_line_before_any_batch(dataset, tmp_path, monkeypatch):
-    _, url = dataset
-    cache = str(tmp_path / "cache")
-    with pytest.raises(ValueError) as err:  # a prefix that holds no dataset
-        _build(_data(f"s3://{BUCKET}/ids/nothing-here", cache_dir=cache))
-    _one_line(err, f"s3://{BUCKET}/ids/nothing-here/index.json", "no such object")
-    with pytest.raises(ValueError) as err:
-        _build(_data("s3://no-such-bucket/ids/v1", cache_dir=cache))
-    _one_line(err, "no such bucket 'no-such-bucket'")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
-    with pytest.raises(ValueError) as err:
-        _build(_data(url, cache_dir=cache))
-    _one_line(err, f"{url}/index.json", "access denied", "AWS_SECRET_ACCESS_KEY")
-    monkeypatch.undo()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    with pytest.raises(ValueError) as err:
-        _build(_data(url, cache_dir=cache))
-    _one_line(err, f"{url}/index.json", "cannot reach http://127.0.0.1:", "AWS_ENDPOINT_URL")
-    assert not Path(cache).exists() or not any(Path(cache).rglob("*.tar"))  # nothing read before the check
-
-
-def test_a_deleted_shard_is_one_line_naming_the_object(dataset, tmp_path):
-    local, _ = dataset
-    where = S3Location(BUCKET, "ids/deleted")
-    upload_dataset(local, where)
-    store = ObjectStore(where)
-    store.delete("train-000003.tar")  # gone before the loader starts: the listing check finds it
-    with pytest.raises(ValueError) as err:
-        _build(_data(where.url(), cache_dir=str(tmp_path / "c1")))
-    _one_line(err, f"{where.url('train-000003.tar')}: no such object")
-    upload_dataset(local, where)
-    src = _source(where.url(), cache=CacheSettings(str(tmp_path / "c2"), 10**9, prefetch=0, group=GROUP))
-    store.delete("train-000002.tar")  # gone mid-run: the read that needs it names it
-    first = next(i for i, s in enumerate(src.shard_of) if s == 2)
-    with pytest.raises(ValueError) as err:
-        src.load(first, train=False)
-    _one_line(err, f"{where.url('train-000002.tar')}: no such object")
-
-
-@pytest.mark.parametrize("path", ["gs://bucket/x", "http://127.0.0.1/x", "file:///tmp/x"])
-def test_an_unsupported_scheme_is_one_line_never_a_local_folder(path, tmp_path, monkeypatch):
-    with pytest.raises(ConfigError) as err:
-        _data(path)
-    scheme = path.split(":")[0]
-    _one_line(err, f"{scheme}:// is not supported")
-    with pytest.raises(ValueError) as err:
-        _source(path)
-    _one_line(err, f"{scheme}:// is not supported")
-    with pytest.raises(ConfigError) as err:  # s3 is for wds only: a folder dataset reads local files
-        DataConfig(format="folder", path="s3://b/x")
-    _one_line(err, "data.format 'folder' reads local files")
-    from swat_dist.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    assert main(["data", "convert", str(tmp_path), f"{scheme}://b/x", "--format", "wds"]) == 2
-    assert main(["data", "verify", "s3://b/x"]) == 2  # verify reads local files only (refused before any request)
-    assert main(["data", "digits", "s3://b/x"]) == 2
-    assert not list(tmp_path.iterdir())  # never written as a local folder named "gs:" or "s3:"
-
-
 def test_shard_order_is_the_order_the_plan_reads_shards():
     sizes = [3, 5, 2, 4, 4, 1, 6]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -251,8 +164,8 @@ def test_shard_order_is_the_order_the_plan_reads_shards():
         assert [set(given[i : i + 3]) for i in range(0, 7, 3)] == [set(read[i : i + 3]) for i in range(0, 7, 3)]
 
 
-def test_prefetch_fetches_the_next_groups_of_the_plan_and_no_further(dataset, tmp_path):
-    _, url = dataset
+def test_prefetch_fetches_the_next_groups_of_the_plan_and_no_further(s3_ids, tmp_path):
+    _, url = s3_ids
     prefetch, group = 2, 2
     settings = CacheSettings(str(tmp_path / "cache"), 10**9, prefetch=prefetch, group=group)
     src = _source(url, cache=settings)
@@ -277,8 +190,8 @@ def _fetch_all(url: str, cache_dir: str, barrier, out) -> None:
     out.put({k: src.cache.path(k).stat().st_ino for k in range(len(src.paths))})
 
 
-def test_one_download_per_node_whatever_the_readers(dataset, tmp_path):
-    local, url = dataset
+def test_one_download_per_node_whatever_the_readers(s3_ids, tmp_path):
+    local, url = s3_ids
     ctx = mpc.get_context("fork")
     barrier, out = ctx.Barrier(4), ctx.Queue()
     procs = [ctx.Process(target=_fetch_all, args=(url, str(tmp_path / "cache"), barrier, out)) for _ in range(4)]
@@ -292,8 +205,8 @@ def test_one_download_per_node_whatever_the_readers(dataset, tmp_path):
     assert not [p for p in (tmp_path / "cache").rglob(".*.part")]
 
 
-def test_a_store_down_for_10_s_mid_epoch_costs_time_not_samples(dataset, s3_server, tmp_path):
-    local, url = dataset
+def test_a_store_down_for_10_s_mid_epoch_costs_time_not_samples(s3_ids, s3_server, tmp_path):
+    local, url = s3_ids
     settings = CacheSettings(str(tmp_path / "cache"), 10**9, prefetch=0, group=1)  # every shard read when due
     kw = dict(world_size=1, rank=0, batch_size=4, seed=8, shard_group=1)
     remote = _source(url, cache=settings)
@@ -313,35 +226,6 @@ def test_a_store_down_for_10_s_mid_epoch_costs_time_not_samples(dataset, s3_serv
     assert _same(want, got)  # ... and nothing was lost or repeated
 
 
-def test_plan_command_reads_the_index_from_the_store(dataset, capsys):
-    from swat_dist.cli import main
-
-    _, url = dataset
-    assert main(["data", "plan", url, "--world-size", "2", "--batch-size", "3"]) == 0
-    assert "60 train / 9 val samples" in capsys.readouterr().out
-
-
-def test_convert_to_the_store_uploads_the_local_conversion_index_last(dataset, tmp_path, capsys):
-    from swat_dist.cli import main
-
-    local, _ = dataset
-    src = local.parent / "src"
-    where = S3Location(BUCKET, "converted")
-    args = ["data", "convert", str(src), where.url(), "--format", "wds", "--shard-size-mb", str(16384 / 2**20)]
-    assert main([*args, "--max-resolution", "64", "--workers", "1"]) == 0
-    store = ObjectStore(where)
-    names = store.names()
-    assert sorted(names) == sorted(p.name for p in local.iterdir())  # shards, reports, SHA256SUMS, index
-    for name in names:  # the converter is deterministic: the same bytes as the local conversion
-        if name.endswith(".tar"):
-            assert store.read(name) == (local / name).read_bytes(), name
-    capsys.readouterr()
-    assert main([*args, "--max-resolution", "64", "--workers", "1"]) == 0  # the same conversion: left alone
-    assert "already holds this conversion" in capsys.readouterr().out
-    assert main([*args, "--max-resolution", "48", "--workers", "1"]) == 2  # another one: needs --overwrite
-    assert "--overwrite replaces it" in capsys.readouterr().err
-
-
 def test_segmentation_pairs_over_s3_are_those_on_disk(s3_server, tmp_path):
     from swat_dist.data.pixels.seg_pipeline import SegTrain, SegVal
     from swat_dist.data.sets.seg_digits import write_seg_digits
@@ -359,16 +243,3 @@ def test_segmentation_pairs_over_s3_are_those_on_disk(s3_server, tmp_path):
     kw = dict(world_size=1, rank=0, batch_size=4, seed=6, shard_sizes=local.shard_sizes, shard_group=2)
     want = _batches(TrainLoader(local, **kw))  # type: ignore[arg-type]
     assert _same(want, _batches(TrainLoader(remote, workers=2, **kw)))  # type: ignore[arg-type]
-
-
-def test_a_shard_deleted_mid_run_is_one_line_from_a_loader_worker_too(dataset, tmp_path):
-    local, _ = dataset
-    where = S3Location(BUCKET, "ids/deleted-later")
-    upload_dataset(local, where)
-    src = _source(where.url(), cache=CacheSettings(str(tmp_path / "cache"), 10**9, prefetch=1, group=GROUP))
-    ObjectStore(where).delete("train-000004.tar")  # after the start-up check: found by the read that needs it
-    loader = TrainLoader(src, world_size=1, rank=0, batch_size=4, workers=2, shard_sizes=src.shard_sizes)
-    with pytest.raises(ValueError) as err:
-        _batches(loader)
-    _one_line(err, f"{where.url('train-000004.tar')}: no such object")  # not torch's "Caught ... Traceback"
-    loader.close()
