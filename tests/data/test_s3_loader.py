@@ -9,6 +9,8 @@ import contextlib
 import json
 import multiprocessing as mpc
 import os
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -243,3 +245,17 @@ def test_segmentation_pairs_over_s3_are_those_on_disk(s3_server, tmp_path):
     kw = dict(world_size=1, rank=0, batch_size=4, seed=6, shard_sizes=local.shard_sizes, shard_group=2)
     want = _batches(TrainLoader(local, **kw))  # type: ignore[arg-type]
     assert _same(want, _batches(TrainLoader(remote, workers=2, **kw)))  # type: ignore[arg-type]
+
+
+def test_a_download_that_died_with_its_process_gives_its_space_back(s3_ids, tmp_path):
+    local, url = s3_ids
+    size = max(p.stat().st_size for p in local.glob("train-*.tar"))
+    settings = CacheSettings(str(tmp_path / "cache"), 3 * size, prefetch=1, group=1)  # the least accepted
+    src = _source(url, cache=settings)
+    folder = settings.root(S3Location(BUCKET, "ids/v1"))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for k in range(3):  # three dead downloads reserve the whole bound
+        (folder / f".{src.paths[k].rsplit('/', 1)[1]}@{socket.gethostname()}@{dead.pid}.part").write_bytes(b"x")
+    assert src.load(5, train=False)[1] == _source(local).load(5, train=False)[1]  # fits: they were cleared
+    assert not list(folder.glob(".*.part"))

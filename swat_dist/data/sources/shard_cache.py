@@ -6,7 +6,7 @@ node; the plan says which shard each of them reads next, so the cache knows the 
 - **One download per node.** A shard is fetched under an exclusive ``flock`` on ``.<name>.lock``; whoever
   gets it second finds the file there. flock, not a lock file's existence: a killed process's lock goes
   with it, so nothing is left to clean by hand.
-- **Atomic files.** Bytes go to ``.<name>.<pid>.part`` and are renamed into place once whole and of the
+- **Atomic files.** Bytes go to ``.<name>@<host>@<pid>.part`` and are renamed into place once whole and of the
   index's size: a file named like a shard is always complete.
 - **The bound is never exceeded.** Space is reserved before a download starts, under ``.cache.lock``:
   complete shards plus every ``.part`` counted at its final size must stay within ``max_bytes``. Parts of
@@ -29,6 +29,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +41,7 @@ from .object_store import ObjectStore
 
 Schedule = Callable[[int], list[int]]  # epoch -> shard ids in the order the plan first reads them
 LOCK = ".cache.lock"
+_HOST = socket.gethostname().replace("@", "_")
 ROOM_WAIT_S = 60.0  # a read waits this long for others' downloads to finish before calling the bound too small
 
 
@@ -164,7 +166,7 @@ class ShardCache:
             with _flock(self.folder / LOCK):
                 room = self._make_room(name, need, urgent)
                 if room:
-                    part = self.folder / f".{name}.{os.getpid()}.part"
+                    part = self.folder / f".{name}@{_HOST}@{os.getpid()}.part"
                     part.touch()
                     return part
             if not urgent:
@@ -181,10 +183,11 @@ class ShardCache:
         complete, used = {}, 0
         for entry in os.scandir(self.folder):
             if entry.name.endswith(".part"):
-                pid = entry.name.rsplit(".", 2)[-2]
-                shard = entry.name[1:].rsplit(".", 2)[0]
-                if pid.isdigit() and not _alive(int(pid)):
-                    Path(entry.path).unlink(missing_ok=True)  # a download that died with its process
+                shard, host, pid = [*entry.name[1 : -len(".part")].split("@"), "", ""][:3]
+                # a download that died with its process; only this host's (a cache_dir on a shared file
+                # system, against the advice, must not lose another node's downloads here)
+                if host == _HOST and pid.isdigit() and not _alive(int(pid)):
+                    Path(entry.path).unlink(missing_ok=True)
                     continue
                 used += self.sizes.get(shard, entry.stat().st_size)  # counted at its final size
             elif not entry.name.startswith(".") and entry.is_file():
