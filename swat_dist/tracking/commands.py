@@ -42,6 +42,12 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from ..config_tree import TrackingConfig
+    from .mlflow_store import fail_fast
+
+    # a server that does not answer: one line within seconds, as training says it (MLflow's own retries
+    # held compare silent for ~250 s); MLFLOW_HTTP_REQUEST_TIMEOUT / _MAX_RETRIES set by the user win
+    fail_fast(TrackingConfig.http_timeout_s)
     if args.sweep or args.parent:  # a sweep's children, aggregated over seeds
         if args.runs or args.experiment:
             raise ValueError("--sweep/--parent compare a sweep's own runs: drop --runs/--experiment")

@@ -191,3 +191,29 @@ def test_plots_show_single_evaluations_and_ema_in_one_colour_per_run(tmp_path):
     assert all(ln.get_marker() == "None" for ln in figs["train_loss"].axes[0].lines)  # 30 points: a line
     scatter = figs["top1_vs_gflops"].axes[0].collections
     assert {c.get_label(): tuple(c.get_facecolor()[0]) for c in scatter} == {label[rid]: colour[rid] for rid in label}
+
+
+def test_a_server_that_does_not_answer_is_one_line_within_seconds(tmp_path):
+    """A listening socket that never replies (loopback): compare used MLflow's defaults (120 s per call, 7
+    retries with backoff) and sat silent for ~250 s; now it gives up after one call of the tracking
+    timeout. MLFLOW_HTTP_REQUEST_TIMEOUT=2 (a user's value wins) keeps the test short."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
+        env["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "2"
+        start = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "swat_dist", "compare", "--uri", f"http://127.0.0.1:{port}",
+                               "--experiment", "x", "--out", str(tmp_path / "cmp")], capture_output=True, text=True,
+                              env=env, timeout=120)  # fmt: skip
+        seconds = time.monotonic() - start
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("swat-dist compare: error:"), done.stderr
+    assert seconds < 30, seconds
