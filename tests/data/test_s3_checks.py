@@ -139,3 +139,14 @@ def test_a_shard_deleted_mid_run_is_one_line_from_a_loader_worker_too(s3_ids, tm
         list(loader)
     _one_line(err, f"{where.url('train-000004.tar')}: no such object")  # not torch's "Caught ... Traceback"
     loader.close()
+
+
+def test_a_failed_conversion_leaves_shards_uploaded_as_they_closed_but_no_index(s3_server, corpus, capsys):
+    from swat_dist.cli import main
+
+    where = S3Location(BUCKET, "strict")
+    args = ["data", "convert", str(corpus[0]), where.url(), "--format", "wds", "--strict", "--workers", "1"]
+    assert main([*args, "--shard-size-mb", str(16384 / 2**20), "--max-resolution", "64"]) == 1  # skips a bad file
+    names = ObjectStore(where).names()
+    assert any(n.startswith("train-") and n.endswith(".tar") for n in names)  # uploaded while converting ...
+    assert "index.json" not in names  # ... and nothing that looks complete

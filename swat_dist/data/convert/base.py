@@ -12,7 +12,7 @@ import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,6 +47,8 @@ class ConvertOptions:
     task: str = "classify"  # segment: an ADEChallengeData2016 layout -> image + mask samples
     num_classes: int = 150  # segment: classes the model predicts (ADE20K: 150)
     reduce_zero_label: bool = True  # segment: raw 0 = unlabelled -> ignore, raw l -> class l - 1
+    # wds: called with each shard's path once it is closed (upload.py uploads it while the rest converts)
+    on_shard: Callable[[Path], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         top = 254 if self.reduce_zero_label else 255  # raw labels must stay below 255, the ignore value
@@ -73,10 +75,15 @@ class ConvertOptions:
         """What shapes the output, saved in the index (not how the run was driven)."""
         if self.task == "segment":  # images keep their size: max_resolution plays no part
             keep = ["jpeg_quality", "seed", "max_pixels", "shard_bytes", "task", "num_classes", "reduce_zero_label"]
-            return {k: v for k, v in asdict(self).items() if k in keep}
+            return self._fields(keep)
         keep = ["max_resolution", "jpeg_quality", "seed", "max_pixels"]
         keep.append("shard_bytes" if self.fmt == "wds" else "compress_probability")
-        return {k: v for k, v in asdict(self).items() if k in keep}
+        return self._fields(keep)
+
+    def _fields(self, keep: list[str]) -> dict[str, Any]:
+        # in field order, as asdict gave them; not asdict itself: it deep-copies every field, on_shard's
+        # uploader (its locks and thread) included
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in keep}
 
     def processes(self) -> int:
         return self.workers or cores()

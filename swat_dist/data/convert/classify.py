@@ -34,7 +34,7 @@ def write_wds(source: Source, out: Path, opts: ConvertOptions, imap: Mapper, wri
 
     for split in SPLITS:
         order = shuffled(source.files[split], opts.seed, split)
-        sink = ShardSink(out, split, opts.shard_bytes)
+        sink = ShardSink(out, split, opts.shard_bytes, on_close=opts.on_shard)
         per_class = [0] * len(source.classes)
         fn = partial(_encode_one, str(source.root), opts.image())
         with progress_bar(len(order), f"{split} (wds)") as bar:

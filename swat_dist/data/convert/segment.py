@@ -88,7 +88,7 @@ def write_wds(source: SegSource, out: Path, opts: ConvertOptions, imap: Mapper, 
     fn = partial(encode_pair, str(source.root), image_opts, opts.num_classes, opts.reduce_zero_label)
     for split in SPLITS:
         order = shuffled(source.files[split], opts.seed, split)
-        sink = ShardSink(out, split, opts.shard_bytes)
+        sink = ShardSink(out, split, opts.shard_bytes, on_close=opts.on_shard)
         per_class = np.zeros(len(source.classes), np.int64)
         pixels = np.zeros(masks.LEVELS, np.int64)
         with progress_bar(len(order), f"{split} (wds, segment)") as bar:

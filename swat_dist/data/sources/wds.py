@@ -14,7 +14,7 @@ import io
 import os
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -70,8 +70,11 @@ class ShardSink:
     its own). ``shards`` lists what was written, ``sha256`` their checksums, once :meth:`close` returns.
     """
 
-    def __init__(self, folder: Path, prefix: str, max_bytes: int) -> None:
+    def __init__(
+        self, folder: Path, prefix: str, max_bytes: int, on_close: Callable[[Path], None] | None = None
+    ) -> None:
         self.folder, self.prefix, self.max_bytes = folder, prefix, max_bytes
+        self.on_close = on_close  # called with each shard's path once it is closed, whole (an uploader)
         self.shards: list[ShardInfo] = []
         self.sha256: dict[str, str] = {}
         self._out: _HashingFile | None = None
@@ -97,6 +100,8 @@ class ShardSink:
         self.shards[-1] = ShardInfo(name, self._count, self._out.bytes)
         self.sha256[name] = self._out.sha.hexdigest()
         self._tar, self._out = None, None
+        if self.on_close is not None:
+            self.on_close(self.folder / name)
 
     def write(self, key: str, jpeg: bytes, label: int) -> None:
         """A classification sample: ``<key>.cls`` + ``<key>.jpg``."""
