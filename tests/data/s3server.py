@@ -94,8 +94,10 @@ def restart(server: S3Server, timeout_s: float = 60.0) -> None:
 
 
 def _launch(args: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "ab") as out:  # own session: stop() ends the whole group, nothing is left behind
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    # own session: stop() ends the whole group; cwd the server's folder: whatever it writes by default
+    # (its data dir is ".") stays there, never in the checkout
+    with open(log, "ab") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=log.parent)
 
 
 def _wait_ready(server: S3Server, timeout_s: float) -> None:
