@@ -1,8 +1,8 @@
-"""Shared, session-wide conversions of the corpus (each costs a second or two; FFCV's import ~8 s once)."""
+"""Shared, session-wide conversions of the corpus (each costs a second or two; FFCV's import ~8 s once), and
+the id dataset uploaded to the test S3 server (the server itself: tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from swat_dist.data.sources.location import S3Location
 
 from .corpus import MAX_PIXELS, MAX_RES, Entry, write_corpus
 from .helpers import write_id_folder
-from .s3server import BUCKET, S3Server, start, upload_dataset
+from .s3server import BUCKET, S3Server, upload_dataset
 
 SHARD_BYTES = 20 * 1024  # a few samples per shard, so the corpus spans several
 
@@ -47,25 +47,19 @@ def ffcv_dataset(corpus: tuple[Path, list[Entry]], tmp_path_factory: pytest.Temp
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """A real S3-compatible server on 127.0.0.1 (SeaweedFS), its AWS variables set for the session."""
-    server = start(tmp_path_factory.mktemp("s3server"))
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in server.env().items():
-                mp.setenv(key, value)
-            yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def s3_ids(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """(local wds folder, the same files at s3://...): 60 train samples whose colour is their id, in 20
-    shards of 10 KB (3 samples each), and 9 val samples."""
+def _s3_ids_session(s3_server_session: S3Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("s3ids")
     write_id_folder(root / "src", classes=3, per_class={"train": 20, "val": 3})
     opts = ConvertOptions(fmt="wds", workers=1, shard_bytes=16384, max_resolution=64)
     assert convert(root / "src", root / "wds", opts) == 0
-    upload_dataset(root / "wds", S3Location(BUCKET, "ids/v1"))
+    with s3_server_session.environ():
+        upload_dataset(root / "wds", S3Location(BUCKET, "ids/v1"))
     return root / "wds", f"s3://{BUCKET}/ids/v1"
+
+
+@pytest.fixture
+def s3_ids(s3_server: S3Server, _s3_ids_session: tuple[Path, str]) -> tuple[Path, str]:
+    """(local wds folder, the same files at s3://...): 60 train samples whose colour is their id, in 20
+    shards of 10 KB (3 samples each), and 9 val samples; uploaded once per session, the server's AWS
+    variables set for the test (:func:`tests.conftest.s3_server`)."""
+    return _s3_ids_session

@@ -4,6 +4,7 @@ wrong key is refused as on a real store. ~5-10 s to start; one per test session.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,20 @@ class S3Server:
             "AWS_CONFIG_FILE": str(self.folder / "no-aws-config"),
             "AWS_SHARED_CREDENTIALS_FILE": str(self.folder / "no-aws-credentials"),
         }
+
+    @contextlib.contextmanager
+    def environ(self) -> Iterator[None]:
+        """Its variables set in ``os.environ`` while the block runs, the previous values (or none) after."""
+        saved = {k: os.environ.get(k) for k in self.env()}
+        os.environ.update(self.env())
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def stop(self) -> None:
         """End the server's whole process group: TERM, then KILL after 10 s."""
@@ -103,9 +119,7 @@ def _launch(args: list[str], log: Path) -> subprocess.Popen:
 def _wait_ready(server: S3Server, timeout_s: float) -> None:
     proc, log = server.proc, server.log
     deadline = time.monotonic() + timeout_s
-    saved = {k: os.environ.get(k) for k in server.env()}
-    os.environ.update(server.env())
-    try:
+    with server.environ():
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"weed mini exited with {proc.returncode}: {log.read_text()[-2000:]}")
@@ -117,12 +131,6 @@ def _wait_ready(server: S3Server, timeout_s: float) -> None:
                     server.stop()
                     raise RuntimeError(f"weed mini not ready in {timeout_s:.0f} s: {log.read_text()[-2000:]}") from None
                 time.sleep(0.3)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def upload_dataset(local: Path, location: S3Location) -> None:

@@ -4,6 +4,7 @@ data plan and data convert speak s3://."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,9 @@ def test_a_failed_conversion_leaves_shards_uploaded_as_they_closed_but_no_index(
     names = ObjectStore(where).names()
     assert any(n.startswith("train-") and n.endswith(".tar") for n in names)  # uploaded while converting ...
     assert "index.json" not in names  # ... and nothing that looks complete
+
+
+def test_the_servers_variables_last_only_as_long_as_a_test_that_asks_for_them(s3_server_session):
+    """Run after the tests above (file order), which set them through s3_server / s3_ids: a test that does
+    not ask sees none of them, so no test passes or fails by the order it runs in."""
+    assert all(os.environ.get(k) != v for k, v in s3_server_session.env().items())
