@@ -43,7 +43,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from .convert.verify import verify
 
-    local_only(args.dst, "DST")
+    parse_location(args.dst, "DST")  # a folder or s3://; any other scheme is one line, never a folder "gs:"
 
     return verify(args.dst, workers=args.workers)
 
@@ -129,7 +129,7 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_convert)
 
     v = cmds.add_parser("verify", help="decode every record and check every count against the index")
-    v.add_argument("dst")
+    v.add_argument("dst", help="a converted dataset: a folder or s3://bucket/prefix (shards downloaded one at a time)")
     v.add_argument("--workers", type=int, default=0)
     v.set_defaults(func=_verify)
 

@@ -95,7 +95,7 @@ def test_an_unsupported_scheme_is_one_line_never_a_local_folder(path, tmp_path, 
 
     monkeypatch.chdir(tmp_path)
     assert main(["data", "convert", str(tmp_path), f"{scheme}://b/x", "--format", "wds"]) == 2
-    assert main(["data", "verify", "s3://b/x"]) == 2  # verify reads local files only (refused before any request)
+    assert main(["data", "verify", f"{scheme}://b/x"]) == 2  # refused before any request
     assert main(["data", "digits", "s3://b/x"]) == 2
     assert not list(tmp_path.iterdir())  # never written as a local folder named "gs:" or "s3:"
 

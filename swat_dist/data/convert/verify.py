@@ -9,6 +9,11 @@ against the index. Prints a summary and returns 0, or prints every problem and r
 reported problem, never a traceback. Files are checked in parallel (``--workers``, 0 = all cores);
 progress goes to stderr (:mod:`...progress`: a bar on a terminal, plain lines in a log), the result to stdout.
 
+A dataset in an object store (``s3://bucket/prefix``) is checked the same way: the index, SHA256SUMS and
+listing are read from the store, and each worker downloads one shard at a time into a temporary folder,
+checks it and deletes it (local disk: one shard per worker; network: the dataset once). Problems name the
+``s3://`` objects. A .beton is then one task (each chunk would download the whole file again).
+
 Segmentation (``task: "segment"``): each sample has exactly a ``.jpg`` and a ``.png``; the mask decodes as
 a single-channel 8-bit PNG of the image's size with labels in range (:mod:`..pixels.masks`), and the images
 holding each class and the pixels per raw mask value are held against the index.
@@ -19,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import tarfile
+import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
@@ -29,7 +36,8 @@ from PIL import Image
 
 from ...progress import progress
 from ..pixels import masks
-from ..sources.index import DatasetIndex, ShardInfo, read_index
+from ..sources.index import INDEX_NAME, DatasetIndex, ShardInfo, parse_index, read_index
+from ..sources.location import S3Location, parse_location
 from .base import cores, ordered_map
 
 MAX_PER_FILE = 10  # problems listed per file before "... and N more"
@@ -48,6 +56,13 @@ class Task:
     stop: int | None = None
     task: str = "classify"
     reduce_zero_label: bool = True  # segment: the label rule masks are checked against
+    remote: Remote | None = None  # in an object store: downloaded to ``path`` by the worker, then checked
+
+
+@dataclass(frozen=True)
+class Remote:
+    location: S3Location
+    size: int  # the object's, from the listing: a size unlike the index's is downloaded and reported
 
 
 @dataclass
@@ -184,6 +199,8 @@ def _record(out: Checked, name: str, label: int, classes: int, problem: str | No
 
 
 def check_file(task: Task) -> Checked:
+    if task.remote is not None:
+        return _check_remote(task, task.remote)
     out = Checked(task.info.path)
     if not task.path.is_file():
         if task.start == 0:
@@ -195,15 +212,32 @@ def check_file(task: Task) -> Checked:
     return out
 
 
-def _tasks(root: Path, index: DatasetIndex, sums: dict[str, str]) -> list[tuple[str, Task]]:
-    """One task per shard; a .beton is cut into ranges of records so several workers share it."""
+def _check_remote(task: Task, remote: Remote) -> Checked:
+    """Download the object to ``task.path`` (the worker's own client), check it as a local file, delete it."""
+    from ..sources.object_store import ObjectStore  # boto3: only for a dataset in an object store
+
+    try:
+        ObjectStore(remote.location).download(task.info.path, task.path, remote.size)
+    except ValueError as err:  # gone since the listing, or the store stopped answering: a problem, not a crash
+        task.path.unlink(missing_ok=True)
+        out = Checked(task.info.path)
+        out.problems.append(f"not read ({str(err).removeprefix(remote.location.url(task.info.path) + ': ')})")
+        return out
+    try:
+        return check_file(replace(task, remote=None))
+    finally:
+        task.path.unlink(missing_ok=True)
+
+
+def _tasks(root: Path, index: DatasetIndex, sums: dict[str, str], chunks: bool = True) -> list[tuple[str, Task]]:
+    """One task per shard; a .beton is cut into ranges of records so several workers share it (``chunks``)."""
     max_side = int(index.options.get("max_resolution", 2**16))
     tasks = []
     for split, info in index.splits.items():
         for f in info.files:
             task = Task(index.format, root / f.path, f, len(index.classes), max_side, sums.get(f.path))
             task = replace(task, task=index.task, reduce_zero_label=bool(index.reduce_zero_label))
-            if index.format == "wds":
+            if index.format == "wds" or not chunks:
                 tasks.append((split, task))
             else:
                 starts = range(0, max(f.samples, 1), BETON_CHUNK)
@@ -213,13 +247,18 @@ def _tasks(root: Path, index: DatasetIndex, sums: dict[str, str]) -> list[tuple[
 
 def _read_sums(root: Path) -> dict[str, str]:
     path = root / "SHA256SUMS"
-    if not path.is_file():
-        return {}
-    return {name: digest for digest, name in (line.split(maxsplit=1) for line in path.read_text().splitlines() if line)}
+    return _parse_sums(path.read_text()) if path.is_file() else {}
 
 
-def _compare(index: DatasetIndex, results: list[tuple[str, Checked]], problems: list[str]) -> None:
-    """Merge per-task results into per-file and per-split counts and hold them against the index."""
+def _parse_sums(text: str) -> dict[str, str]:
+    return {name: digest for digest, name in (line.split(maxsplit=1) for line in text.splitlines() if line)}
+
+
+def _compare(
+    index: DatasetIndex, results: list[tuple[str, Checked]], problems: list[str], name: Callable[[str], str] = str
+) -> None:
+    """Merge per-task results into per-file and per-split counts and hold them against the index; each file's
+    problems start with ``name(its path in the index)``."""
     by_file: dict[str, Checked] = {}
     for _, r in results:
         merged = by_file.setdefault(r.path, Checked(r.path))
@@ -237,9 +276,9 @@ def _compare(index: DatasetIndex, results: list[tuple[str, Checked]], problems: 
                 got.problems.append(f"{got.samples} samples, index says {f.samples}")
             per_class.update(got.per_class)
             pixels.update(got.pixels)
-            problems += [f"{f.path}: {p}" for p in got.problems[:MAX_PER_FILE]]
+            problems += [f"{name(f.path)}: {p}" for p in got.problems[:MAX_PER_FILE]]
             if len(got.problems) > MAX_PER_FILE:
-                problems.append(f"{f.path}: ... and {len(got.problems) - MAX_PER_FILE} more problems")
+                problems.append(f"{name(f.path)}: ... and {len(got.problems) - MAX_PER_FILE} more problems")
         keys = Counter(k for f in info.files for k in by_file[f.path].keys)
         dupes = [k for k, n in keys.items() if n > 1]
         if dupes:
@@ -256,29 +295,56 @@ def _compare(index: DatasetIndex, results: list[tuple[str, Checked]], problems: 
 
 
 def verify(dst: str | Path, workers: int = 0) -> int:
-    """Check the dataset at ``dst``; print a summary (0) or every problem (1)."""
+    """Check the dataset at ``dst`` (a folder or ``s3://bucket/prefix``); print a summary (0) or every problem (1)."""
+    where = parse_location(str(dst), "DST")
+    if isinstance(where, S3Location):
+        return _verify_store(where, workers)
     root = Path(dst)
     index = read_index(root)
     sums = _read_sums(root)
-    tasks = _tasks(root, index, sums)
-    results: list[tuple[str, Checked]] = []
     unit = "file" if index.format == "wds" else "chunk"  # a .beton is checked in chunks of BETON_CHUNK records
-    with ordered_map(workers or cores()) as imap, progress(len(tasks), f"verify {root.name}", unit=unit) as bar:
+    return _run(str(root), root.name, index, sums, _tasks(root, index, sums), workers, str, unit)
+
+
+def _verify_store(where: S3Location, workers: int) -> int:
+    """The index, SHA256SUMS and listing from the store; each shard downloaded by the worker that checks it."""
+    from ..sources.object_store import ObjectStore  # boto3: only for a dataset in an object store
+
+    store = ObjectStore(where)
+    index = parse_index(store.read(INDEX_NAME).decode(), where.url(INDEX_NAME))
+    listed = store.names()
+    sums = _parse_sums(store.read("SHA256SUMS").decode()) if "SHA256SUMS" in listed else {}
+    with tempfile.TemporaryDirectory(prefix="swat_dist-verify-") as tmp:
+        tasks = _tasks(Path(tmp), index, sums, chunks=False)
+        for n, (_, task) in enumerate(tasks):
+            # a flat name of our own: index paths may hold folders (or worse, "..": verify must not follow it)
+            task.path = Path(tmp) / f"{n:06d}{Path(task.info.path).suffix}"
+            if task.info.path in listed:  # not listed: check_file reports it "missing" without a request
+                task.remote = Remote(where, listed[task.info.path])
+        return _run(where.url(), where.url(), index, sums, tasks, workers, where.url, "file")
+
+
+def _run(
+    shown: str, label: str, index: DatasetIndex, sums: dict[str, str], tasks: list[tuple[str, Task]], workers: int,
+    name: Callable[[str], str], unit: str,
+) -> int:  # fmt: skip
+    results: list[tuple[str, Checked]] = []
+    with ordered_map(workers or cores()) as imap, progress(len(tasks), f"verify {label}", unit=unit) as bar:
         for (split, _), r in zip(tasks, imap(check_file, [t for _, t in tasks])):
             results.append((split, r))
             bar.update(1)
     problems: list[str] = []
-    _compare(index, results, problems)
+    _compare(index, results, problems, name)
     total = sum(s.samples for s in index.splits.values())
     files = sum(len(s.files) for s in index.splits.values())
     if problems:
-        print(f"{root}: {len(problems)} problems in {index.format} dataset ({total:,} samples in the index):")
+        print(f"{shown}: {len(problems)} problems in {index.format} dataset ({total:,} samples in the index):")
         print("\n".join(f"  {p}" for p in problems))
         return 1
     checksums = "checksums match" if sums else "no SHA256SUMS, checksums not checked"
     masks_ok = " (masks: 8-bit, image-sized, labels in range)" if index.task == "segment" else ""
     print(
-        f"{root}: ok - {index.format}, {index.task}, {len(index.classes)} classes, "
+        f"{shown}: ok - {index.format}, {index.task}, {len(index.classes)} classes, "
         + ", ".join(f"{s} {info.samples:,}" for s, info in index.splits.items())
         + f" samples in {files} files; every record decodes{masks_ok}; counts match the index; {checksums}"
     )

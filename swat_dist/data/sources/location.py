@@ -52,7 +52,8 @@ def local_only(path: str, what: str) -> str:
     """``path`` for a command that reads or writes local files only: a URL is a one-line error naming it."""
     if not isinstance(parse_location(path, what), str):
         raise ValueError(
-            f"{what} {path}: a local path is needed here (s3:// works for the loader, data convert DST, data plan)"
+            f"{what} {path}: a local path is needed here "
+            "(s3:// works for the loader, data convert DST, data verify, data plan)"
         )
     return path
 
