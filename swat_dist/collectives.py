@@ -43,6 +43,11 @@ def _checked(t: Tensor, what: str) -> Tensor:
     return t
 
 
+def world_size() -> int:
+    """The process group's size (1 without one: every collective here is then a no-op)."""
+    return tdist.get_world_size() if tdist.is_initialized() else 1
+
+
 def sum_(t: Tensor) -> Tensor:
     """All-reduce ``t`` in place with SUM across ranks; returns ``t``."""
     if tdist.is_initialized():
@@ -71,6 +76,20 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     box: list[Any] = [obj]
     tdist.broadcast_object_list(box, src=src, device=_device["device"])
     return box[0]
+
+
+def gather_object(obj: T, dst: int = 0) -> list[T] | None:
+    """Every rank's picklable ``obj``, in rank order, on ``dst`` (None on the others; ``[obj]`` alone).
+
+    For small objects (a checkpoint's per-file digests): the bytes go through the backend on the device of
+    :func:`set_device` (under NCCL torch uses the current CUDA device, which the engine set to the same).
+    Unpickled weights-only: plain data (str, int, float, None, lists, dicts) and nothing that runs code."""
+    if not tdist.is_initialized():
+        return [obj]
+    rank = tdist.get_rank()
+    out: list[Any] | None = [None] * tdist.get_world_size() if rank == dst else None
+    tdist.gather_object(obj, out, dst=dst, weights_only=True)
+    return out
 
 
 def barrier() -> None:

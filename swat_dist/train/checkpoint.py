@@ -4,17 +4,23 @@ Layout of ``RUN/checkpoints/``::
 
     step_00000120/           one tag per save
       (DeepSpeed's files)    model and optimizer state, sharded as ZeRO wants
-      rank00000.pt ...       per rank: step, epoch, loader position, every RNG state, its EMA part
+      rank00000.pt ...       per rank: step, epoch, loader position, every RNG state; the EMA in rank 0's
+                             alone under ZeRO 0-2 (it is the same on every rank), each rank's partition under ZeRO-3
       meta.json              step, epoch, world size, ZeRO stage, model name, config hash, tracking run id
       model.safetensors      full fp32 weights, loadable by timm (see :mod:`.export`)
       ema.safetensors        the same for the EMA weights (if enabled)
       manifest.json          size and sha256 of every file above: written last (see :mod:`.checkpoint_paths`)
     latest                   the tag of the newest complete save
 
-A save is collective. After a barrier, i.e. after every rank has finished writing, rank 0 writes the
-manifest and then replaces ``latest`` atomically, so a crash mid-save leaves the previous checkpoint as
-the latest; older tags beyond ``keep_last`` are deleted only after that. A resume takes the newest
-checkpoint that verifies against its manifest (:func:`resume_point`). Resuming as another model is
+A save is collective. Replicated state is written once: rank 0 alone writes the EMA (ZeRO 0-2), the
+weights files and meta.json, and only rank 0 copies weights to host memory for them (under ZeRO-3 every
+rank takes part in the gather, rank 0 keeps the result). After a barrier, i.e. after every rank has
+finished writing, every rank hashes its share of the files (:func:`.checkpoint_paths.shares`: about
+equal bytes each), rank 0 gathers the digests, writes the manifest and then replaces ``latest``
+atomically, so a crash mid-save leaves the previous checkpoint as the latest; older tags beyond
+``keep_last`` are deleted only after that. A resume takes the newest checkpoint that verifies against
+its manifest (:func:`resume_point`: the hashing split over the ranks the same way). Checkpoints
+written before (every rank file with the full EMA) load as they are. Resuming as another model is
 refused; resuming on another world size keeps the checkpoint's global batch (:mod:`.elastic`). Every
 ``.pt`` file is loaded weights-only: no code runs from a checkpoint, whoever wrote it (:mod:`.safe_load`).
 A save that runs out of space is a one-line :class:`DiskFull`; ``latest`` keeps the previous checkpoint.
@@ -39,7 +45,19 @@ from .. import collectives
 from ..config import CheckpointConfig
 from ..dist import DistEnv
 from ..files import as_if_opened, atomic_write
-from .checkpoint_paths import TAG, check_model, latest_tag, read_meta, resolve, tag_for, write_manifest
+from .checkpoint_paths import (
+    TAG,
+    check_model,
+    checkpoint_files,
+    hash_files,
+    latest_tag,
+    read_meta,
+    resolve,
+    shares,
+    tag_for,
+    verify_here,
+    write_manifest,
+)
 from .ema import EMA, ema_state
 from .safe_load import load_state, refusal
 
@@ -80,29 +98,41 @@ class CheckpointManager:
         with self._disk_full_named(path):
             self._write(path, tag, step, state, meta)
         collectives.barrier()  # every rank's files are complete before the manifest and the pointer
+        entries = self._hash_shared(path)
         if self.env.is_main:
-            # Hashing reads the whole checkpoint once while the other ranks wait at the barrier below, at
-            # 0.5-1 GB/s: 5 ms for the 3.7 MB test model, 0.25-0.5 s per 250 MB. With EMA under ZeRO 0-2 a
-            # checkpoint is ~(5 + ranks) x the fp32 weights (Adam's two moments, both .safetensors, one EMA
-            # copy per rank file): DeiT-S (88 MB) on 8 GPUs writes ~1.1 GB, 1-2 s of hashing per save.
             with self._disk_full_named(path):
-                write_manifest(path)
+                write_manifest(path, entries)
                 atomic_write(self.dir / "latest", tag + "\n")
             self._prune(keep=tag)
         collectives.barrier()
         self.last_step = step
         return path
 
+    def _hash_shared(self, path: Path) -> dict[str, dict[str, Any]] | None:
+        """Collective: every rank hashes its share of the save's files; their entries, on rank 0 (None elsewhere).
+
+        A checkpoint is <= 7 x the fp32 weights with EMA (DeepSpeed's module weights, the fp32 master and
+        Adam's two moments, both .safetensors, one EMA), hashed at 0.5-1 GB/s per rank in parallel:
+        ~(total / ranks + largest file) on the slowest rank instead of the whole on rank 0.
+        """
+        rank, world = self.env.rank, collectives.world_size()
+        plan: list[list[str]] = collectives.broadcast_object(shares(checkpoint_files(path), world) if rank == 0 else [])
+        parts = collectives.gather_object(hash_files(path, plan[rank]))
+        return None if parts is None else {name: entry for part in parts for name, entry in part.items()}
+
     def _write(self, path: Path, tag: str, step: int, state: dict[str, Any], meta: dict[str, Any]) -> None:
-        """This rank's files of the save (rank 0 also the weights and meta.json); collective under ZeRO-3."""
+        """This rank's files of the save (rank 0 also the weights, meta.json and, under ZeRO 0-2, the EMA);
+        collective under ZeRO-3."""
         self.engine.save(str(self.dir), tag)
-        rank_state = dict(state, rng=rng_state(), ema=self.ema.state_dict() if self.ema else None)
+        # Under ZeRO 0-2 the EMA is the same on every rank: written once (rank 0), not once per rank.
+        own_ema = self.ema if self.env.is_main or self.engine.zero_stage == 3 else None
+        rank_state = dict(state, rng=rng_state(), ema=own_ema.state_dict() if own_ema is not None else None)
         torch.save(rank_state, path / f"rank{self.env.rank:05d}.pt")
-        weights = self.engine.full_state_dict()  # collective under ZeRO-3
+        weights = self.engine.full_state_dict(keep=self.env.is_main)  # collective under ZeRO-3
         ema_weights = None
-        if self.ema is not None:
-            with self.ema.swapped():
-                ema_weights = self.engine.full_state_dict()
+        if own_ema is not None:  # ZeRO 0-2: only rank 0 swaps (a local copy); ZeRO-3: every rank, for the gather
+            with own_ema.swapped():
+                ema_weights = self.engine.full_state_dict(keep=self.env.is_main)
         if self.env.is_main:
             save_file(weights, str(path / "model.safetensors"))
             as_if_opened(path / "model.safetensors")  # save_file writes a 0600 temporary file
@@ -128,8 +158,9 @@ class CheckpointManager:
         tag = latest_tag(self.dir)
         if tag and (self.dir / tag).is_dir():
             return sum(f.stat().st_size for f in (self.dir / tag).iterdir() if f.is_file()), f"the size of {tag}"
-        params, ranks = sum(self.engine.local_numels()), self.env.world_size
-        return 4 * params * (5 + ranks), f"4 bytes x {params} parameters x (5 + {ranks} ranks)"
+        # DeepSpeed's module weights, fp32 master, Adam's 2 moments, 2 .safetensors, one EMA: <= 7 fp32 copies
+        params = sum(self.engine.local_numels())  # whatever the world size: replicated state is written once
+        return 4 * params * 7, f"4 bytes x {params} parameters x 7 copies"
 
     def _prune(self, keep: str) -> None:
         tags = sorted(p.name for p in self.dir.iterdir() if TAG.match(p.name))
@@ -152,9 +183,8 @@ class CheckpointManager:
         same = saved_world == self.env.world_size
         state = load_state(path / f"rank{self.env.rank if same else 0:05d}.pt")  # weights-only: data, no code
         if self.ema is not None:
-            if same:
-                ema = state.get("ema")
-            else:
+            ema = state.get("ema") if same else None  # checkpoints before 2026-12 hold it in every rank file
+            if ema is None:  # ZeRO 0-2: in rank 0's file alone; or another world size
                 stage, numels = self.engine.zero_stage, self.engine.local_numels()
                 ema = ema_state(path, saved_world, stage, self.env.world_size, self.env.rank, numels)
             if ema is None:
@@ -192,25 +222,70 @@ def disk_full(err: BaseException, path: Path, needed: int, how: str) -> DiskFull
 
 def resume_point(run_dir: Path, resume: str, model: str, env: DistEnv) -> Path | None:
     """The checkpoint every rank resumes from: rank 0 resolves ``resume`` (``checkpoint.resume``) to the
-    newest checkpoint that verifies with sha256 and broadcasts its choice, so the ranks cannot disagree
-    and only one process reads the checkpoint to hash it (~0.3-0.5 s per 250 MB). A checkpoint of
-    another model than ``model`` (``model.name``), or with a ``.pt`` file that names anything but data
-    (:func:`.safe_load.refusal`), is refused. Rank 0 says which checkpoint it continues from, in one line.
-    Call before anything is built or written.
+    newest checkpoint that verifies with sha256 and broadcasts its choice, so the ranks cannot disagree.
+    The hashing is split over the ranks (each its share of the files, :func:`.checkpoint_paths.shares`),
+    the others serving rank 0's requests meanwhile: ~(total / ranks + largest file) read per rank, at
+    0.5-1 GB/s each. A checkpoint of another model than ``model`` (``model.name``), or with a ``.pt``
+    file that names anything but data (:func:`.safe_load.refusal`), is refused. Rank 0 says which
+    checkpoint it continues from, in one line. Call before anything is built or written.
     """
-    choice: Path | str | None = None
-    if env.is_main:
+    choice: Path | str | None
+    if not env.is_main and collectives.world_size() > 1:
+        choice = _serve_hashing(env.rank)
+    else:
+        choice = "rank 0 failed while choosing the checkpoint to resume from (its traceback says why)"
         try:
-            choice = resolve(run_dir, resume, hashes=True, report=lambda line: print(line, flush=True))
-            if choice is not None:
-                check_model(choice, model)
-                why = refusal(choice)  # before any rank loads a byte of it
-                if why:
-                    raise ValueError(why)
-                print(f"[checkpoint] resuming from {choice} (step {read_meta(choice)['step']})", flush=True)
-        except ValueError as err:  # raised on every rank below: rank 0 alone would leave the others waiting
-            choice = str(err)
-    choice = collectives.broadcast_object(choice)
-    if isinstance(choice, str):
-        raise ValueError(choice)
-    return choice
+            choice = _choose(run_dir, resume, model, collectives.world_size())
+        finally:  # also on an error: it ends the others' loop in _serve_hashing
+            collectives.broadcast_object(("done", choice, None))
+    if choice is None or isinstance(choice, Path):
+        return choice
+    raise ValueError(choice)
+
+
+def _choose(run_dir: Path, resume: str, model: str, world: int) -> Path | str | None:
+    """Rank 0: the checkpoint to resume from, or why none can be (a one-line message, raised on every rank)."""
+    try:
+        choice = resolve(run_dir, resume, hashes=lambda f, e: _verify_shared(f, e, world), report=_say)
+        if choice is not None:
+            check_model(choice, model)
+            why = refusal(choice)  # before any rank loads a byte of it
+            if why:
+                raise ValueError(why)
+            print(f"[checkpoint] resuming from {choice} (step {read_meta(choice)['step']})", flush=True)
+        return choice
+    except ValueError as err:  # raised on every rank by resume_point: rank 0 alone would leave the others waiting
+        return str(err)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _verify_shared(folder: Path, expected: dict[str, str], world: int) -> str | None:
+    """Rank 0's :data:`.checkpoint_paths.Verify`: every rank checks its share of ``expected``; the first
+    problem any rank found (by rank), or None. Collective: the other ranks are in :func:`_serve_hashing`."""
+    plan = shares({name: (folder / name).stat().st_size for name in expected}, world)
+    asks = [{name: expected[name] for name in share} for share in plan]
+    collectives.broadcast_object(("verify", folder, asks))
+    found = collectives.gather_object(_verify_safely(folder, asks[0]))
+    return next((why for why in found or [] if why), None)
+
+
+def _serve_hashing(rank: int) -> Path | str | None:
+    """Ranks other than 0: verify the share rank 0 asks for until it sends its choice (a path, a message)."""
+    while True:
+        ask: tuple[str, Any, list[dict[str, str]]] = ("", None, [])
+        kind, what, asks = collectives.broadcast_object(ask)
+        if kind == "done" or what is None:
+            return what
+        collectives.gather_object(_verify_safely(what, asks[rank]))
+
+
+def _verify_safely(folder: Path, expected: dict[str, str]) -> str | None:
+    """:func:`.checkpoint_paths.verify_here`, an unreadable file a problem too: a rank that raised here
+    would leave the others waiting in the gather."""
+    try:
+        return verify_here(folder, expected)
+    except OSError as err:
+        return f"not readable: {err}"  # OSError's text names the file

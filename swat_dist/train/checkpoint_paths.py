@@ -5,9 +5,10 @@ checkpoint or ``.safetensors`` path into the verified weights file that export, 
 segmentation backbone load.
 
 A checkpoint folder is *verifiable* through ``manifest.json``: the size and sha256 of every file in it,
-written by rank 0 after every rank's files are complete and just before ``latest`` moves (see
-:mod:`.checkpoint`). A folder verifies when each listed file has its recorded size (and, with
-``hashes=True``, its recorded sha256), and its ``meta.json`` parses.
+written by rank 0 after every rank's files are complete and just before ``latest`` moves, from the
+digests every rank took of its share of the files (:func:`shares`; see :mod:`.checkpoint`). A folder
+verifies when each listed file has its recorded size (and, with ``hashes=True``, its recorded sha256),
+and its ``meta.json`` parses.
 
 The rule for a folder without a manifest (written before manifests existed, or with the manifest
 deleted): it is accepted, unverified, when its ``meta.json`` parses and each ``.pt`` / ``.safetensors``
@@ -34,6 +35,9 @@ from ..files import atomic_write
 TAG = re.compile(r"^step_(\d+)$")
 MANIFEST = "manifest.json"
 Report = Callable[[str], None]
+# Compares files with their manifest sha256 ({name: digest}); returns the first that differs, as a phrase
+# ("X does not match ..."), or None. The trainer's splits the files over the ranks (checkpoint.py).
+Verify = Callable[[Path, dict[str, str]], str | None]
 
 
 def tag_for(step: int) -> str:
@@ -62,14 +66,41 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(folder: Path) -> dict[str, Any]:
+def checkpoint_files(folder: Path) -> dict[str, int]:
+    """Every file of a checkpoint folder but the manifest (and hidden files), with its size: stat calls only."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in files}
+
+
+def shares(sizes: dict[str, int], world: int) -> list[list[str]]:
+    """``sizes``' files split into ``world`` lists of about equal bytes, for ranks to hash in parallel.
+
+    Largest file first, each to the rank with the fewest bytes so far (ties: the lowest rank), so the
+    slowest rank hashes at most the largest file more than the mean: (total / world + largest) bytes.
+    """
+    load: list[int] = [0] * world
+    out: list[list[str]] = [[] for _ in range(world)]
+    for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
+        rank = load.index(min(load))
+        out[rank].append(name)
+        load[rank] += sizes[name]
+    return out
+
+
+def hash_files(folder: Path, names: list[str]) -> dict[str, dict[str, int | str]]:
+    """Manifest entries (bytes, sha256) of ``names`` in ``folder``: one read of each (see :func:`sha256_of`)."""
+    return {n: {"bytes": (folder / n).stat().st_size, "sha256": sha256_of(folder / n)} for n in names}
+
+
+def write_manifest(folder: Path, entries: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Record size and sha256 of every file in ``folder`` in ``folder/manifest.json`` (atomically).
 
-    Cost: reads the whole checkpoint once, 0.25-0.5 s per 250 MB (see :func:`sha256_of`).
+    ``entries``: the files' entries as hashed elsewhere (by every rank, its share: :func:`shares`);
+    without them this process hashes the whole checkpoint, 0.25-0.5 s per 250 MB (see :func:`sha256_of`).
     """
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
-    entries = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in files}
-    manifest = {"files": entries}
+    if entries is None:
+        entries = hash_files(folder, list(checkpoint_files(folder)))
+    manifest = {"files": {name: entries[name] for name in sorted(entries)}}
     atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -136,7 +167,7 @@ def _zip_problem(path: Path) -> str | None:
         return f"{path.name} ({path.stat().st_size} bytes) is not a whole torch file (truncated?)"
 
 
-def _manifest_problem(folder: Path, hashes: bool) -> str | None:
+def _manifest_problem(folder: Path, hashes: bool | Verify) -> str | None:
     try:
         files = json.loads((folder / MANIFEST).read_text())["files"]
         listed = {str(name): int(entry["bytes"]) for name, entry in files.items()}
@@ -148,10 +179,17 @@ def _manifest_problem(folder: Path, hashes: bool) -> str | None:
             return f"{name} is missing (the manifest lists it)"
         if path.stat().st_size != size:
             return f"{name} is {path.stat().st_size} bytes, the manifest says {size}"
-    if hashes:  # cost: one read of the whole checkpoint (see sha256_of)
-        for name in listed:
-            if sha256_of(folder / name) != files[name].get("sha256"):
-                return f"{name} does not match its sha256 in the manifest"
+    if hashes:  # cost: one read of the whole checkpoint (see sha256_of), split over the ranks by the trainer
+        expected = {name: str(files[name].get("sha256")) for name in listed}
+        return (hashes if callable(hashes) else verify_here)(folder, expected)
+    return None
+
+
+def verify_here(folder: Path, expected: dict[str, str]) -> str | None:
+    """This process hashes every file of ``expected`` (see :data:`Verify`)."""
+    for name, digest in expected.items():
+        if sha256_of(folder / name) != digest:
+            return f"{name} does not match its sha256 in the manifest"
     return None
 
 
@@ -165,7 +203,7 @@ def _legacy_problem(folder: Path) -> str | None:
     return None
 
 
-def problem(folder: Path, hashes: bool = False) -> str | None:
+def problem(folder: Path, hashes: bool | Verify = False) -> str | None:
     """Why ``folder`` is not a whole checkpoint, or None when it verifies (see the module docstring)."""
     if not folder.is_dir():
         return "the folder is missing"
@@ -197,7 +235,7 @@ def _unfinished(ckpt_dir: Path, latest: str | None) -> list[str]:
     return sorted(t for t in tags if latest is None or step_of(t) > step_of(latest))
 
 
-def newest_verified(ckpt_dir: Path, hashes: bool = False, report: Report | None = None) -> Path | None:
+def newest_verified(ckpt_dir: Path, hashes: bool | Verify = False, report: Report | None = None) -> Path | None:
     """The newest checkpoint in ``ckpt_dir`` that verifies (None without a ``latest``).
 
     ``report`` gets one line naming the folders of saves that did not complete, and one naming what
@@ -224,11 +262,12 @@ def newest_verified(ckpt_dir: Path, hashes: bool = False, report: Report | None 
     return None
 
 
-def resolve(run_dir: Path, resume: str, hashes: bool = False, report: Report | None = None) -> Path | None:
+def resolve(run_dir: Path, resume: str, hashes: bool | Verify = False, report: Report | None = None) -> Path | None:
     """The checkpoint folder ``resume`` names, verified: 'auto' (the run's newest that verifies, if any),
     'none', or a path (a tag folder, which must verify, or a checkpoints folder / run folder with a ``latest``).
 
-    ``hashes`` also compares sha256 sums (one read of the checkpoint); without it sizes only (stat calls).
+    ``hashes`` also compares sha256 sums (one read of the checkpoint; a :data:`Verify` to do it another way,
+    e.g. split over ranks); without it sizes only (stat calls).
     ``report`` gets the one line about skipped checkpoints (see :func:`newest_verified`).
     """
     if resume == "none":

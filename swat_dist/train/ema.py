@@ -6,7 +6,8 @@ own partition (``param.ds_tensor``) under ZeRO-3 (4 bytes x params / world size)
 elementwise, so the partitioned EMA is exactly the EMA of the full weights, and it needs no
 communication. Evaluating or exporting the EMA swaps it into that storage and back (:meth:`swapped`);
 the swap costs one extra copy of the local storage for as long as it lasts. Buffers are not averaged
-(SWAT models have none that train). Checkpoints save each rank's part (:meth:`state_dict`).
+(SWAT models have none that train). Checkpoints save rank 0's EMA under ZeRO 0-2 (the same on every
+rank), each rank's partition under ZeRO-3 (:meth:`state_dict`).
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def ema_state(
     """This rank's EMA state on the new layout, from the rank files in ``path`` (None: they hold none).
 
     ZeRO 0-2: every rank's EMA covers the whole model and is the same (the update is elementwise on
-    identical weights), so rank 0's is taken. ZeRO-3: each old rank holds the EMA of its partition; the
+    identical weights), so rank 0's is taken: the only one saved since 2026-12 (before, every rank file
+    held a copy; rank 0's is read from those too). ZeRO-3: each old rank holds the EMA of its partition; the
     partitions are joined into the full flat tensors (``numels``: each parameter's element count) and cut
     again for ``world`` ranks. Cost: every rank reads every rank file once (one fp32 EMA of the model in
     all, plus the small trainer states).

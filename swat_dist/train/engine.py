@@ -333,10 +333,14 @@ class Engine:
         with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
             yield self.module
 
-    def full_state_dict(self) -> dict[str, Tensor]:
-        """fp32 copies of every parameter and buffer (collective under ZeRO-3: call it on all ranks).
+    def full_state_dict(self, keep: bool = True) -> dict[str, Tensor]:
+        """fp32 host copies of every parameter and buffer (collective under ZeRO-3: call it on all ranks).
 
+        ``keep=False`` (the ranks that write no weights file): {} without the copies, one fp32 model of
+        host memory and a device-to-host copy saved per rank; under ZeRO-3 it still takes part in the gather.
         Under bf16 these are the module's bf16 weights cast up, not the optimizer's fp32 master weights.
         """
+        if not keep and self.zero_stage != 3:
+            return {}
         with self.full_params() as module:
-            return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+            return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()} if keep else {}

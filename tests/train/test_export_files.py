@@ -76,7 +76,7 @@ def test_checkpoint_weights_are_readable_by_all(tmp_path, umask_022):
         def save(self, folder: str, tag: str) -> None:
             (Path(folder) / tag).mkdir(parents=True)
 
-        def full_state_dict(self) -> dict[str, torch.Tensor]:
+        def full_state_dict(self, keep: bool = True) -> dict[str, torch.Tensor]:
             return {"w": torch.zeros(2)}
 
     class Ema:
