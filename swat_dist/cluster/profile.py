@@ -3,8 +3,9 @@
 A profile names the Slurm partition, account, QoS, constraint, time limit, resources per task, extra
 sbatch options, environment and the preemption policy (signal, lead time, requeue bound). :func:`resolve`
 combines it with the command line (``--nodes``, ``--gpus-per-node``) and the training config into the
-:class:`Plan` that is submitted, after checking everything that can be checked before submitting: an
-error here costs nothing, one found by Slurm or by the job costs a queue wait. No torch import.
+:class:`Plan` that is submitted, after checking everything that can be checked before submitting (a
+``data.path`` in an object store included: its index is read): an error here costs nothing, one found by
+Slurm or by the job costs a queue wait. No torch import.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ def resolve(
         raise ValueError(f"{layout}: {err}") from None
     run_dir = Path(derived(cfg, world)["output_dir"]).absolute()
     _check_resumable(run_dir, cfg, world, layout)
+    _check_data(cfg, profile)  # last: the only check that may wait on the network
     # the job's cwd may differ from ours; the run dir must not
     overrides = [*map(_credentials_to_env, overrides), f"output_dir={run_dir}"]
     return Plan(
@@ -181,6 +183,34 @@ def _credentials_to_env(override: str) -> str:
     if key.strip() != "tracking.uri" or "@" not in value:
         return override
     return f"{key}={without_credentials(value.strip())}"
+
+
+def _check_data(cfg: Config, profile: ClusterProfile) -> None:
+    """``data.path: s3://bucket/prefix``: read its index now, as the job's loaders will, so that an unreachable
+    endpoint, an unknown bucket, a refused key or a conversion that never wrote its index is one line here,
+    not a failed job after a queue wait. The profile's ``env`` is laid over ours while it runs (an
+    ``AWS_ENDPOINT_URL`` set there is the one the job uses). Cost: one small GET, or up to 5 s of retries
+    where the endpoint does not answer; boto3 is imported only for such a path. A local path is left to the
+    job (the login node may not see the compute nodes' disks)."""
+    from ..data.sources.location import parse_location  # string work only
+
+    where = parse_location(cfg.data.path or "")
+    if isinstance(where, str):
+        return
+    from ..data.sources.index import read_index  # the object store's client, for an s3:// path only
+
+    saved = {k: os.environ.get(k) for k in profile.env}
+    os.environ.update({k: str(v) for k, v in profile.env.items()})
+    try:
+        read_index(where.url())
+    except ValueError as err:
+        raise ValueError(f"data.path: {err}") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _check_resumable(run_dir: Path, cfg: Config, world: int, layout: str) -> None:
