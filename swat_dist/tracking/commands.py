@@ -31,13 +31,14 @@ def _server(args: argparse.Namespace) -> int:
     store = args.backend_store_uri or "sqlite:///" + str(Path("runs/mlflow.db").resolve())
     artifacts = args.artifacts_destination or str(Path("runs/mlartifacts").resolve())
     cmd = server_command(args.port, args.host, store, artifacts, args.workers)
+    from .server import check_artifacts_destination, run_server
+
+    check_artifacts_destination(artifacts)  # s3://: the bucket answers now, not at a run's first upload
     if args.host not in LOOPBACK:
         print(f"swat-dist tracking-server: warning: MLflow has no authentication; {args.host} exposes every run "
               "to anyone who can reach this port", file=sys.stderr)  # fmt: skip
     address = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     print(f"[tracking] {' '.join(cmd)}\n[tracking] train against it: export MLFLOW_TRACKING_URI={address}", flush=True)
-    from .server import run_server
-
     return run_server(cmd)  # Ctrl-C or `kill PID` stops mlflow and every process it started
 
 
@@ -69,7 +70,11 @@ def add_tracking_parsers(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--port", type=int, default=5000)
     srv.add_argument("--host", default="127.0.0.1", help="bind address (default loopback: MLflow has no auth)")
     srv.add_argument("--backend-store-uri", help="default sqlite:///runs/mlflow.db, the store local runs write")
-    srv.add_argument("--artifacts-destination", help="where uploaded artifacts go (default runs/mlartifacts)")
+    srv.add_argument(
+        "--artifacts-destination",
+        help="where uploaded artifacts go: a folder (default "
+        "runs/mlartifacts) or s3://bucket/prefix (AWS_* variables; checked before the server starts)",
+    )
     srv.add_argument("--workers", type=int, default=1)
     srv.set_defaults(func=_server)
 

@@ -5,7 +5,8 @@ with its huey consumers. Stopping only the process we started leaves the rest li
 tree runs in a session (and process group) of its own, a stop goes to the whole group, and what is still
 there after a grace period is killed. The group's id is the pid of the process we started.
 
-Stdlib only: `swat-dist tracking-server` runs on a login node.
+Stdlib only: `swat-dist tracking-server` runs on a login node (boto3 is imported only to check an
+``s3://`` artifact destination, by :func:`check_artifacts_destination`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,37 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # mlflow, uvicorn and huey exit ~1 s after SIGTERM (measured, 2 cores shared); the rest is for a loaded machine.
 STOP_GRACE_S = 5.0
 POLL_S = 0.1
+
+
+def check_artifacts_destination(destination: str) -> None:
+    """An ``s3://bucket/prefix`` destination is checked before the server starts: MLflow itself starts
+    with any bucket and fails only when a run uploads its first artifact, each upload on its own, after
+    training. The server reaches the store as every AWS SDK does (``AWS_ENDPOINT_URL`` or
+    ``MLFLOW_S3_ENDPOINT_URL``, keys from ``AWS_*`` or ``~/.aws``), and so does this check; with
+    ``--serve-artifacts`` the training jobs upload through the server and need no keys. One listing request
+    (up to 5 s of retries where the endpoint does not answer). Other URLs are MLflow's to read."""
+    from ..data.sources.location import S3Location, parse_location  # string work only
+
+    try:
+        where = parse_location(destination, "--artifacts-destination")
+    except ValueError:  # gs://, wasbs://, hdfs://, ...: MLflow has stores for them that we do not read
+        return
+    if not isinstance(where, S3Location):
+        return
+    from ..data.sources.object_store import ObjectStore  # boto3: for an s3:// destination only
+
+    saved = os.environ.get("AWS_ENDPOINT_URL")
+    if os.environ.get("MLFLOW_S3_ENDPOINT_URL"):  # MLflow's own name wins over AWS_ENDPOINT_URL in its client
+        os.environ["AWS_ENDPOINT_URL"] = os.environ["MLFLOW_S3_ENDPOINT_URL"]
+    try:
+        ObjectStore(where).check()
+    except ValueError as err:
+        raise ValueError(f"--artifacts-destination {err}") from None
+    finally:
+        if saved is None:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = saved
 
 
 class _Stop(Exception):  # a signal that ends the wait, as KeyboardInterrupt ends one on Ctrl-C

@@ -107,6 +107,14 @@ class ObjectStore:
 
         return self._call("", budget_s, listing)
 
+    def check(self, budget_s: float = START_BUDGET_S) -> None:
+        """One request (a listing of at most one key under the prefix): the endpoint answers, the bucket
+        exists and the keys may list it. For a destination that holds no object yet, where reading an
+        index cannot say anything."""
+        loc = self.location
+        base = f"{loc.prefix}/" if loc.prefix else ""
+        self._call("", budget_s, lambda: self._s3().list_objects_v2(Bucket=loc.bucket, Prefix=base, MaxKeys=1))
+
     def download(self, name: str, dest: Path, size: int, budget_s: float = READ_BUDGET_S) -> None:
         """Write ``prefix/name`` into ``dest`` (truncated first; retried whole), which must end ``size`` bytes long.
 
