@@ -94,6 +94,9 @@ class CheckpointManager:
         path = self.dir / tag
         if self.env.is_main and path.exists():  # a save of this step that crashed before ``latest``
             shutil.rmtree(path)
+        if self.env.is_main:  # here, not in DeepSpeed: its failed mkdir surfaces later as "Parent directory
+            with self._disk_full_named(path):  # ... does not exist"; this one names the folder and the cause
+                path.mkdir(parents=True)
         collectives.barrier()
         with self._disk_full_named(path):
             self._write(path, tag, step, state, meta)
