@@ -42,10 +42,10 @@ def _to_device(values: list[float], device: torch.device) -> Tensor:
     """Host numbers on ``device`` without waiting for it: on CUDA from page-locked memory, copied
     non-blocking behind the queued forward. ``torch.tensor(values, device=cuda)`` copies from pageable
     memory, which makes the host wait for everything queued before it (a second sync per micro-batch)."""
-    host = torch.tensor(values)
     if device.type != "cuda":
-        return host
-    return host.pin_memory().to(device, non_blocking=True)  # the caching host allocator keeps it until copied
+        return torch.tensor(values, device=device)
+    # the caching host allocator keeps the page-locked block until the copy has run
+    return torch.tensor(values).pin_memory().to(device, non_blocking=True)
 
 
 class NonFiniteLoss(RuntimeError):

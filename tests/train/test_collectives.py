@@ -132,7 +132,8 @@ def test_every_collective_input_of_a_training_run_is_on_the_engine_device(tmp_pa
     # per micro-batch flags (4 steps x 1 micro-batch), 2 loss logs, 2 evaluations (model + EMA) at step 2 and 4
     assert ops.count("all_reduce") >= 4 + 2 + 4, calls
     shapes = [c["shape"] for c in calls]
-    assert [3] in shapes and [2] in shapes and [4] in shapes, shapes  # flags, loss sums, evaluation sums
+    # flags (non-finite loss, checkpoint due, stop asked, non-finite grad norm), loss sums, evaluation sums
+    assert shapes.count([4]) >= 4 and [2] in shapes, shapes
     wrong = [c for c in calls if c["host"] or c["device"] not in ("cpu", "None")]
     assert not wrong, f"collective inputs not made on the engine's device (would be CPU tensors under NCCL): {wrong}"
 
