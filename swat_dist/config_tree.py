@@ -95,8 +95,8 @@ class DataConfig(Node):
     def _check(self) -> None:
         if self.format != "synthetic" and not self.path:
             raise ConfigError(f"data.path is required for data.format {self.format!r} (only synthetic data needs none)")
-        if self.path:
-            self._check_path(self.path)
+        if self.path and self.format != "synthetic":  # synthetic data reads no path: one left by a base config
+            self._check_path(self.path)  # or an override is ignored, as before
         self._range("batch_size", "val_batch_size", "shard_group", "synthetic_samples", "synthetic_classes", lo=1)
         self._range("prefetch", lo=0)
         self._range("cache_gb", lo=0, open_lo=True)
