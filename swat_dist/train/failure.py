@@ -58,7 +58,10 @@ def report(err: BaseException, env: DistEnv, run_dir: Path) -> RankFailed:
     """Print ``err``'s line, write its traceback to ``RUN/failures/rankNNNNN.txt`` (best effort: the
     failure may be that the folder cannot be written) and return the exception to raise instead."""
     text = line(err, env.rank)
-    print(text, file=sys.stderr, flush=True)
+    # one write, newline included: print() writes the text and its end separately, and the lines of two
+    # ranks failing at once ran together in a shared log
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
     path = run_dir / "failures" / f"rank{env.rank:05d}.txt"
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,7 @@ def test_export_onto_an_unwritable_path_is_one_line(weights, tmp_path, capsys, w
 def test_checkpoint_weights_are_readable_by_all(tmp_path, umask_022):
     class Engine:  # what CheckpointManager.save asks of the DeepSpeed engine, single process
         def save(self, folder: str, tag: str) -> None:
-            (Path(folder) / tag).mkdir(parents=True)
+            (Path(folder) / tag).mkdir(parents=True, exist_ok=True)  # as DeepSpeed: the manager made it
 
         def full_state_dict(self, keep: bool = True) -> dict[str, torch.Tensor]:
             return {"w": torch.zeros(2)}
