@@ -156,6 +156,10 @@ class Beton:
         table = np.sort(reader.alloc_table, order="ptr")
         self._ptrs, self._sizes = table["ptr"], table["size"]
 
+    def data_ptr(self, i: int) -> int:
+        """Where sample ``i``'s image bytes start in the file."""
+        return int(self._image[i]["data_ptr"])
+
     def records(self, start: int = 0, stop: int | None = None) -> Iterator[BetonRecord]:
         """Records ``start:stop``; a pointer outside the file raises ``ValueError``."""
         data = np.memmap(self.path, dtype=np.uint8, mode="r")
@@ -207,10 +211,14 @@ class _WholeImageDecoder(Operation):
     not the epoch our crop seeds need. Decoding whole first costs the same scratch memory as FFCV's own
     random-resized-crop decoder (max height x max width x 3 bytes per sample and batch slot) and one extra
     copy for images stored raw.
+
+    The row's last byte says whether libjpeg-turbo refused the record (``imdecode`` returned -1: an error
+    or a warning such as "corrupt JPEG data"), which FFCV's own decoders ignore - a damaged .beton then
+    trained on whatever the buffer held. It costs one byte per row and one comparison per image.
     """
 
     def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
-        row = (int(self.metadata["height"].max()) * int(self.metadata["width"].max()) * 3,)
+        row = (int(self.metadata["height"].max()) * int(self.metadata["width"].max()) * 3 + 1,)  # + status byte
         u8 = np.dtype("u1")
         return replace(previous_state, jit_mode=True, shape=row, dtype=u8), AllocationQuery(row, u8)
 
@@ -224,9 +232,10 @@ class _WholeImageDecoder(Operation):
                 data = read(rec["data_ptr"], storage_state)
                 h, w = np.uint32(rec["height"]), np.uint32(rec["width"])
                 if rec["mode"] == JPG:
-                    jpeg(data, out[k], h, w, h, w, 0, 0, 1, 1, False, False)
-                else:
+                    out[k, -1] = jpeg(data, out[k], h, w, h, w, 0, 0, 1, 1, False, False) < 0
+                else:  # raw pixels: any bytes are pixels, only data verify's SHA256 can tell
                     copy(data, out[k])
+                    out[k, -1] = 0
             return out[: len(ids)]
 
         decode.is_parallel = True  # type: ignore[attr-defined]  # FFCV compiles it with prange
@@ -243,6 +252,13 @@ _PIN = torch.cuda.is_available()
 def host_batch(shape: tuple[int, ...]) -> np.ndarray:
     """An uninitialised uint8 array for a batch: page-locked when there is a GPU to copy it to."""
     return torch.empty(shape, dtype=torch.uint8, pin_memory=_PIN).numpy()
+
+
+class _Refused(np.ndarray):
+    """A batch in which libjpeg-turbo refused the records ``ids``. Raising in FFCV's thread would kill it
+    with a traceback and leave the consumer only "thread died"; the batch carries the news instead."""
+
+    ids: np.ndarray
 
 
 class _CropStage(Operation):
@@ -288,6 +304,11 @@ class _CropStage(Operation):
             hs, ws = heights[ids], widths[ids]
             out = host_batch((len(ids), 3, size, size))
             compiled(images, hs, ws, np.ascontiguousarray(self.params(ids, hs, ws), dtype=np.int64), scratch, out)
+            refused = np.flatnonzero(images[:, -1])  # the decoder's status bytes: B bytes, on the host
+            if refused.size:  # raised by the consumer when it reaches this batch (BetonStream.epoch)
+                marked = out.view(_Refused)
+                marked.ids = np.asarray(ids)[refused]
+                return marked
             return out
 
         stage.with_indices = True  # type: ignore[attr-defined]  # FFCV then passes the batch's sample ids
@@ -322,6 +343,7 @@ class BetonStream:
         self, path: str, size: int, batch_size: int, workers: int, ids: Callable[[], np.ndarray], params: CropParams
     ) -> None:
         open_beton(path)  # a missing or malformed file is a clear ValueError, before FFCV's own errors
+        self.path = path
         # numba's thread pool cannot grow past NUMBA_NUM_THREADS (the core count by default)
         self.threads = max(1, min(workers, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
         with _torch_threads_kept():
@@ -357,6 +379,16 @@ class BetonStream:
                 if item is None:
                     return
                 images, labels = item[1]
+                if isinstance(images, _Refused):
+                    raise ValueError(self._refused(images.ids))
                 yield images, labels.reshape(-1)
         finally:  # a consumer that stops early must not leave FFCV's thread decoding into the void
             it.close()
+
+    def _refused(self, ids: np.ndarray) -> str:
+        """The one line for records that do not decode, worded as the wds reader's."""
+        first = int(ids[0])
+        more = f" (and {len(ids) - 1} more in its batch)" if len(ids) > 1 else ""
+        at = open_beton(self.path).data_ptr(first)
+        return (f"{self.path}: sample {first} (JPEG at byte {at:,}) does not decode{more} (libjpeg-turbo refused "
+                "it); run swat-dist data verify")  # fmt: skip
