@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sklearn.datasets import load_digits, load_sample_images
 from timm.data.auto_augment import LEVEL_TO_ARG, NAME_TO_OP
 
 from swat_dist.data.pixels.device_ops import OPS, apply_op
@@ -38,6 +37,8 @@ def _rgb(img: Image.Image) -> torch.Tensor:
 @cache
 def _images() -> tuple[tuple[torch.Tensor, ...], ...]:
     """(photos at 160x120, the digit at 64x64): one tuple per size, since a batch holds one size."""
+    from sklearn.datasets import load_digits, load_sample_images  # here: GPU machines have no sklearn
+
     photos = tuple(_rgb(Image.fromarray(a).resize((160, 120), Image.BILINEAR)) for a in load_sample_images().images)
     digit = load_digits().images[0] * (255 / 16)
     digit_img = Image.fromarray(digit.astype(np.uint8)).resize((64, 64), Image.BILINEAR)
@@ -159,5 +160,32 @@ def test_bad_input_is_one_line() -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match=r"x must be \(n, 3, H, W\) and arg \(n,\)"):
         apply_op("Invert", torch.zeros(2, 3, 8, 8), torch.zeros(3), False, FILL)
+    with pytest.raises(ValueError, match="x must be float32 and arg on x's device"):
+        apply_op("Invert", torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.zeros(1), False, FILL)
+    with pytest.raises(ValueError, match="x must be float32 and arg on x's device"):
+        apply_op("Invert", torch.zeros(1, 3, 8, 8), torch.zeros(1, device="meta"), False, FILL)
     with pytest.raises(ValueError, match="fill must be 3 RGB ints"):
         apply_op("Rotate", torch.zeros(1, 3, 8, 8), torch.zeros(1), False, (1, 2))
+
+
+@pytest.mark.gpu
+def test_cuda_equals_cpu_without_host_sync() -> None:
+    # Any image serves to compare devices: a smooth gradient with noise, made without sklearn.
+    gen = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 255, 96).view(1, 1, 1, 96).expand(6, 3, 72, 96)
+    x = (ramp + torch.randint(-40, 40, (6, 3, 72, 96), generator=gen)).clamp(0, 255).round()
+    x_cuda = x.cuda()
+    for name in sorted(OPS):
+        args = torch.tensor((_cases(name) * 6)[:6], dtype=torch.float32)
+        args_cuda = args.cuda()
+        for bicubic in _modes(name):
+            torch.cuda.set_sync_debug_mode("error")  # a synchronising call raises
+            try:
+                out = apply_op(name, x_cuda, args_cuda, bicubic, FILL)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            diff = (out.cpu() - apply_op(name, x, args, bicubic, FILL)).abs()
+            # colour ops: integer tables and IEEE float32 steps, equal; geometric: cos/sin and sampling
+            # round differently per device, a level here and there.
+            bound = (1, 0.01) if name in GEOMETRIC else (0, 0)
+            assert diff.max() <= bound[0] and diff.mean() <= bound[1], (name, bicubic, diff.max(), diff.mean())

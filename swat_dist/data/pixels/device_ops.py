@@ -67,17 +67,26 @@ def apply_op(name: str, x: Tensor, arg: Tensor, bicubic: bool, fill: tuple[int, 
     ints (typed ``tuple[int, ...]``, as timm's img_mean comes). Returns a new (n, 3, H, W) float32 tensor
     of integers in [0, 255].
     """
-    if name not in OPS:
-        raise ValueError(f"unknown RandAugment op {name!r}; known: {', '.join(sorted(OPS))}")
-    if x.dim() != 4 or x.shape[1] != 3 or arg.shape != (x.shape[0],):
-        raise ValueError(f"{name}: x must be (n, 3, H, W) and arg (n,), got {tuple(x.shape)} and {tuple(arg.shape)}")
-    if len(fill) != 3:
-        raise ValueError(f"{name}: fill must be 3 RGB ints, got {fill!r}")
+    _check(name, x, arg, fill)
     if x.shape[0] == 0:
         return x.clone()
     if name in _POINT_OPS:
         return _POINT_OPS[name](x, arg.to(x.dtype))
     return _affine(x, _AFFINE_OPS[name](arg.to(torch.float32), x.shape[3], x.shape[2]), bicubic, fill)
+
+
+def _check(name: str, x: Tensor, arg: Tensor, fill: tuple[int, ...]) -> None:
+    """Bad input -> one ValueError line; only names, shapes, dtypes and devices are read (no sync)."""
+    if name not in OPS:
+        raise ValueError(f"unknown RandAugment op {name!r}; known: {', '.join(sorted(OPS))}")
+    if x.dim() != 4 or x.shape[1] != 3 or arg.shape != (x.shape[0],):
+        raise ValueError(f"{name}: x must be (n, 3, H, W) and arg (n,), got {tuple(x.shape)} and {tuple(arg.shape)}")
+    if x.dtype != torch.float32 or arg.device != x.device:
+        raise ValueError(
+            f"{name}: x must be float32 and arg on x's device, got {x.dtype} on {x.device}, arg on {arg.device}"
+        )
+    if len(fill) != 3:
+        raise ValueError(f"{name}: fill must be 3 RGB ints, got {fill!r}")
 
 
 def _col(arg: Tensor) -> Tensor:
@@ -88,9 +97,10 @@ def _col(arg: Tensor) -> Tensor:
 
 
 def _posterize(x: Tensor, bits: Tensor) -> Tensor:
-    # x & ~(2**(8 - bits) - 1); bits >= 8 keeps all (timm returns the image), bits 0 keeps none.
-    step = torch.exp2((8 - _col(bits)).clamp(min=0))
-    return torch.floor(x / step) * step
+    # x & ~(2**(8 - bits) - 1) in integers (exp2 on CUDA need not be exact); bits >= 8 keeps all (timm
+    # returns the image), bits 0 keeps none.
+    shift = (8 - _col(bits)).clamp(0, 8).to(torch.int32)
+    return (x.to(torch.int32) & -(torch.ones_like(shift) << shift)).to(x.dtype)
 
 
 def _solarize(x: Tensor, thresh: Tensor) -> Tensor:
@@ -161,7 +171,8 @@ def _luma(x: Tensor) -> Tensor:
 
 
 def _brightness(x: Tensor, factor: Tensor) -> Tensor:
-    return _blend(torch.zeros_like(x), x, factor)
+    # _blend with a black degenerate: 0 + t is t, so the product alone, truncated and clipped.
+    return torch.trunc(torch.mul(_col(factor), x)).clamp(0, 255)
 
 
 def _color(x: Tensor, factor: Tensor) -> Tensor:
