@@ -110,7 +110,9 @@ def test_a_samples_output_does_not_depend_on_its_batch():
     r = Recipe(96, 10, auto_augment=SWAT, reprob=0.5)
     plans, which = planned(r, 10)
     pipe = DevicePipeline(r)
-    together, _ = pipe(encoded(r, plans, which), torch.zeros(10, dtype=torch.int64), "cpu")
+    batch = encoded(r, plans, which)
+    assert len(batch.plan.groups) > 1  # resized in several canvases, put back in place
+    together, _ = pipe(batch, torch.zeros(10, dtype=torch.int64), "cpu")
     for i in range(10):
         alone, _ = pipe(encoded(r, plans[i : i + 1], which[i : i + 1]), torch.zeros(1, dtype=torch.int64), "cpu")
         # the canvas is the batch's largest crop: zero weights on the padding keep every sum the same

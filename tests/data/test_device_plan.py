@@ -20,7 +20,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
 from swat_dist.data.loaders.loader import sample_seed, seed_everything
-from swat_dist.data.pixels.device_plan import OpDraw, Planner, Recipe, SamplePlan
+from swat_dist.data.pixels.device_plan import OpDraw, Planner, Recipe, SamplePlan, resize_groups
 from swat_dist.data.pixels.transforms import train_transform
 
 NO_ARG = {"AutoContrast", "Equalize", "Invert"}
@@ -213,3 +213,17 @@ def test_a_pickled_planner_draws_the_same_plans():
         seed_everything(sample_seed(5, 0, i))
         replayed.append(restored.sample(640, 427))
     assert replayed == plans(r, 100) and any(p.ops for p in replayed)
+
+
+def test_resize_groups_partition_the_batch_and_bound_each_canvas():
+    rng = random.Random(0)
+    sizes = [(rng.choice([48, 333, 500, 640, 2000]), rng.choice([60, 375, 427, 1500])) for _ in range(256)]
+    planner = Planner(Recipe(224, 10))
+    crops = [planner.sample(w, h).crop for w, h in sizes]
+    groups = resize_groups(crops)
+    assert sorted(i for g in groups for i in g) == list(range(256))
+    canvas = [len(g) * max(crops[i][2] for i in g) * max(crops[i][3] for i in g) for g in groups]
+    pixels = [sum(crops[i][2] * crops[i][3] for i in g) for g in groups]
+    assert all(c <= 1.5 * p for c, p in zip(canvas, pixels))
+    one_canvas = 256 * max(c[2] for c in crops) * max(c[3] for c in crops)
+    assert sum(canvas) < one_canvas / 4 and len(groups) < 32  # what grouping saves, in few bmm calls

@@ -9,13 +9,15 @@ decoded on the worker join as they are) -> crop + resize + flip as two batched m
 **Resize.** PIL's own separable resampling, rebuilt as per-sample weight matrices: for each output pixel,
 PIL's filter (triangle for bilinear, Keys a=-0.5 cubic for bicubic) stretched by the downscale factor
 (PIL's antialiasing) over the crop's pixels, normalised; horizontal pass, rounding to 8 bits (as PIL
-stores its intermediate), vertical pass, rounding. The flip reverses the horizontal matrix. Crops sit in a
-zero canvas of the batch's largest crop; their weights are zero outside each crop, so a sample's pixels do
-not depend on its neighbours. Cost: 2 x 3 x S x (Hc x Wc + S x Hc) multiply-adds per image for a canvas of
-Hc x Wc (~0.1 GFLOP for a 300 x 300 crop to 224). Measured against timm's PIL transform on the shipped
-photos (tests/data/test_device_pipeline.py, CPU; decode included): mean |diff| <= 0.02 of a level without
-RandAugment, max 1 level (PIL's fixed-point coefficients against our float32 ones); TF32 matmuls on a GPU
-round the weights to 10 bits, worth up to ~0.1 level before rounding.
+stores its intermediate), vertical pass, rounding. The flip reverses the horizontal matrix. Crops sit in
+zero canvases, one per group of like-sized crops (``device_plan.resize_groups``: at most 1.5x the crops'
+pixels); weights are zero outside each crop, so a sample's pixels do not depend on its neighbours. Cost:
+2 x 3 x S x (Hc x Wc + S x Hc) multiply-adds per image in an Hc x Wc canvas (~0.2 GFLOP for a 300 x 300
+crop to 224). Measured against timm's PIL transform (tests/data/test_device_pipeline.py: the shipped
+photos, strips of them and a digit as JPEGs, 32 samples at 224 px, CPU, decode included): mean |diff| 0.002
+of a level without RandAugment, max 2 levels (PIL's 22-bit fixed-point weights against our float32 ones,
+each pass rounded); 0.035 with the SWAT RandAugment (device_ops' own differences). TF32 matmuls on a GPU
+would round the weights to 10 bits: up to ~0.1 level before rounding.
 
 **Erasing noise** (timm's pixel mode: N(0, 1) per element in normalised space, one box) is a pure function of
 (the sample's noise seed, the element's index in the sample): murmur3's fmix32 on int64 holding 32-bit
@@ -123,19 +125,29 @@ class DevicePipeline:
 
     def resized_crops(self, images: list[Tensor], plan: BatchPlan) -> Tensor:
         """Crop, resize to S x S (PIL's filters) and flip every image: float (B, 3, S, S), integer-valued."""
-        size, device = self.recipe.img_size, plan.crop_hw.device
-        n = len(images)
-        hc, wc = max((c[2] for c in plan.crops), default=1), max((c[3] for c in plan.crops), default=1)
-        canvas = torch.zeros(n, 3, hc, wc, device=device)
-        for b, (img, (top, left, h, w)) in enumerate(zip(images, plan.crops)):
+        out = torch.empty(len(images), 3, self.recipe.img_size, self.recipe.img_size, device=plan.crop_hw.device)
+        for members, index in zip(plan.groups, plan.group_index):
+            crops = [plan.crops[i] for i in members]
+            done = self._resize_group([images[i] for i in members], crops, plan, index)
+            out.index_copy_(0, index, done)
+        return out
+
+    def _resize_group(
+        self, images: list[Tensor], crops: list[tuple[int, int, int, int]], plan: BatchPlan, index: Tensor
+    ) -> Tensor:
+        size, n = self.recipe.img_size, len(images)
+        hc, wc = max(c[2] for c in crops), max(c[3] for c in crops)
+        canvas = torch.zeros(n, 3, hc, wc, device=index.device)
+        for b, (img, (top, left, h, w)) in enumerate(zip(images, crops)):
             canvas[b, :, :h, :w] = img[:, top : top + h, left : left + w]
-        wx = resize_weights(plan.crop_hw[:, 1], size, wc, plan.bicubic)
-        wx = torch.where(plan.flip.view(-1, 1, 1), wx.flip(1), wx)
-        wy = resize_weights(plan.crop_hw[:, 0], size, hc, plan.bicubic)
-        rows = _round8(torch.bmm(canvas.view(n, 3 * hc, wc), wx.transpose(1, 2)))  # (B, 3*Hc, S)
+        crop_hw, bicubic = plan.crop_hw.index_select(0, index), plan.bicubic.index_select(0, index)
+        wx = resize_weights(crop_hw[:, 1], size, wc, bicubic)
+        wx = torch.where(plan.flip.index_select(0, index).view(-1, 1, 1), wx.flip(1), wx)
+        wy = resize_weights(crop_hw[:, 0], size, hc, bicubic)
+        rows = _round8(torch.bmm(canvas.view(n, 3 * hc, wc), wx.transpose(1, 2)))  # (n, 3*Hc, S)
         rows = rows.view(n, 3, hc, size).permute(0, 2, 1, 3).reshape(n, hc, 3 * size)
-        out = _round8(torch.bmm(wy, rows))  # (B, S, 3*S)
-        return out.view(n, size, 3, size).permute(0, 2, 1, 3).contiguous()
+        out = _round8(torch.bmm(wy, rows))  # (n, S, 3*S)
+        return out.view(n, size, 3, size).permute(0, 2, 1, 3)
 
     def pixels(self, batch: EncodedBatch, device: torch.device | str) -> Tensor:
         """Decode, crop, resize, flip, RandAugment: float (B, 3, S, S) holding uint8 values."""

@@ -121,6 +121,8 @@ class BatchPlan:
 
     sizes: list[tuple[int, int]]  # (width, height) the plans were drawn for: checked against the decoded images
     crops: list[tuple[int, int, int, int]]  # python ints: the device slices decoded images by them
+    groups: list[list[int]]  # batch positions resized together (see resize_groups)
+    group_index: list[Tensor]  # the same as int64 tensors, for index_copy on the device
     crop_hw: Tensor  # float32 (B, 2): crop height, width
     bicubic: Tensor  # bool (B,): resize filter
     flip: Tensor  # bool (B,)
@@ -132,10 +134,11 @@ class BatchPlan:
 
     def _map(self, fn: Any) -> BatchPlan:
         steps = [replace(s, index=fn(s.index), args=fn(s.args)) for s in self.steps]
+        group_index = [fn(t) for t in self.group_index]
         tensors = {
             k: fn(getattr(self, k)) for k in ("crop_hw", "bicubic", "flip", "erase_index", "erase", "noise_seed")
         }
-        return replace(self, steps=steps, **tensors)
+        return replace(self, steps=steps, group_index=group_index, **tensors)
 
     def to(self, device: torch.device | str) -> BatchPlan:
         return self._map(lambda t: t.to(device, non_blocking=True))
@@ -192,6 +195,24 @@ def _rand_augment(recipe: Recipe) -> tuple[Any, list[str]] | None:
     return ra, names
 
 
+def resize_groups(crops: list[tuple[int, int, int, int]], waste: float = 1.5) -> list[list[int]]:
+    """Batch positions in groups whose zero canvas (members x largest height x largest width) holds at most
+    ``waste`` x their crops' pixels: one canvas for a whole batch is as large as its largest crop per member
+    (9.6x the crops' pixels for a batch of ImageNet-like sizes up to 2000 px; 1.5x in 10 groups this way)."""
+    order = sorted(range(len(crops)), key=lambda i: crops[i][2] * crops[i][3], reverse=True)
+    groups: list[list[int]] = []
+    members: list[int] = []
+    hc = wc = area = 0
+    for i in order:
+        h, w = crops[i][2:]
+        if members and (len(members) + 1) * max(hc, h) * max(wc, w) > waste * (area + h * w):
+            groups.append(members)
+            members, hc, wc, area = [], 0, 0, 0
+        members.append(i)
+        hc, wc, area = max(hc, h), max(wc, w), area + h * w
+    return [*groups, members] if members else groups
+
+
 class Planner:
     """Draws sample plans from the global ``random`` / ``np.random`` / torch state (seed it per sample first)."""
 
@@ -235,9 +256,12 @@ class Planner:
 
     def batch(self, plans: list[SamplePlan], mix_seed: int) -> BatchPlan:
         erased = [(i, p) for i, p in enumerate(plans) if p.erase is not None]
+        groups = resize_groups([p.crop for p in plans])
         return BatchPlan(
             sizes=[(p.width, p.height) for p in plans],
             crops=[p.crop for p in plans],
+            groups=groups,
+            group_index=[torch.tensor(g, dtype=torch.int64) for g in groups],
             crop_hw=torch.tensor([p.crop[2:] for p in plans], dtype=torch.float32).view(len(plans), 2),
             bicubic=torch.tensor([p.resize_bicubic for p in plans], dtype=torch.bool),
             flip=torch.tensor([p.flip for p in plans], dtype=torch.bool),
