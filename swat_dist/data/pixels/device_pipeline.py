@@ -89,13 +89,23 @@ def _pil_filter(t: Tensor, bicubic: Tensor) -> Tensor:
 
 
 def resize_weights(in_size: Tensor, out: int, length: int, bicubic: Tensor) -> Tensor:
-    """(B, out, length) weights of PIL's resampling of ``in_size[b]`` pixels (the rest of ``length``: zero)."""
+    """(B, out, length) weights of PIL's resampling of ``in_size[b]`` pixels (the rest of ``length``: zero).
+
+    Evaluated only at the taps a filter reaches (4 x the downscale factor + 2 per output pixel, not ``length``)
+    and scattered into the dense matrix the matmul takes: the filter work is ~30x smaller at 640 -> 224.
+    """
+    device = in_size.device
     scale = (in_size / out).view(-1, 1, 1)
     stretch = scale.clamp(min=1.0)  # downscaling widens the filter: PIL's antialiasing
-    centre = (torch.arange(out, device=in_size.device).view(1, -1, 1) + 0.5) * scale
-    x = torch.arange(length, device=in_size.device).view(1, 1, -1)
-    w = _pil_filter((x - centre + 0.5) / stretch, bicubic.view(-1, 1, 1)) * (x < in_size.view(-1, 1, 1))
-    return w / w.sum(-1, keepdim=True)
+    taps = math.ceil(4 * max(1.0, length / out)) + 2  # bicubic's support 2 each side (the widest), stretched
+    centre = (torch.arange(out, device=device).view(1, -1, 1) + 0.5) * scale
+    x = torch.floor(centre - 0.5 - 2 * stretch) + torch.arange(taps, device=device).view(1, 1, -1)
+    inside = (x >= 0) & (x < in_size.view(-1, 1, 1))
+    w = _pil_filter((x - centre + 0.5) / stretch, bicubic.view(-1, 1, 1)) * inside
+    w = w / w.sum(-1, keepdim=True)
+    # taps outside the crop carry weight 0 to a clamped column: adding 0.0 changes no sum, in any order
+    dense = torch.zeros(len(in_size), out, length, device=device)
+    return dense.scatter_add_(2, x.clamp(0, length - 1).long(), w)
 
 
 def _round8(x: Tensor) -> Tensor:
