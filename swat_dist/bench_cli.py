@@ -40,10 +40,17 @@ def _loader(args: argparse.Namespace) -> int:
 
     if args.workers < 0 or args.images < args.batch * 2 or args.rounds < 1 or args.epochs < 1:
         raise ValueError(f"need --workers >= 0, --rounds/--epochs >= 1 and --images >= 2 x --batch ({2 * args.batch})")
+    if args.augment_on == "device" and (args.s3 or args.size < 224):
+        raise ValueError("--augment-on device: local data only (no --s3), and --size >= 224 (the crop is 224)")
     out = _destination(args)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root) if args.root else Path(tmp)
-        if args.s3:  # local wds against the same shards in the store: first batch and images/s
+        if args.augment_on == "device":  # the worker's cost per image in each mode, and the device side's rate
+            from .data.bench_device import render_device, run_device
+
+            dev_rows, device = run_device(root, args.images, args.batch, args.rounds, args.epochs, size=args.size)
+            text = render_device(dev_rows, device, args.images, args.batch, args.rounds, args.size)
+        elif args.s3:  # local wds against the same shards in the store: first batch and images/s
             s3_rows = run_s3(root, args.s3, args.images, args.workers, args.batch, args.rounds, args.epochs)
             text = render_s3(s3_rows, args.s3, args.images, args.workers, args.batch, args.rounds)
         else:
@@ -83,6 +90,11 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     loader.add_argument(
         "--s3", default=None, metavar="URL", help="s3://bucket/prefix: upload the wds shards there, compare with local"
     )
+    loader.add_argument(
+        "--augment-on", choices=("loader", "device"), default="loader",
+        help="device: a worker's cost per image, reading bytes + planning vs the full recipe (data.augment_on)",
+    )  # fmt: skip
+    loader.add_argument("--size", type=int, default=256, help="JPEG side in px (--augment-on device)")
     _add_output(loader)
     loader.set_defaults(func=_loader)
 

@@ -76,6 +76,9 @@ class DataConfig(Node):
     prefetch: int = 2  # shard groups downloaded ahead of the one being read (0: fetch when first read)
     synthetic_samples: int = 1024
     synthetic_classes: int | None = None  # None: model.num_classes
+    # where decode + crop + flip + RandAugment run (docs/data.md "Where augmentation runs"): loader = PIL on
+    # the CPU workers; device = workers read bytes and plan, the GPU decodes and executes whole batches
+    augment_on: Literal["loader", "device"] = "loader"
 
     def _check_path(self, path: str) -> None:
         """A URL is ``s3://`` (the only scheme read) and wds (the only format streamed); never a local folder."""
@@ -91,6 +94,21 @@ class DataConfig(Node):
     @property
     def mixup_active(self) -> bool:
         return self.mixup > 0 or self.cutmix > 0
+
+    def _device_check(self) -> None:
+        """What the device pipeline reads and implements of the recipe (swat_dist.data.pixels.device_plan)."""
+        if self.format not in ("folder", "wds"):
+            raise ConfigError(
+                f"data.augment_on 'device' reads encoded JPEG bytes: data.format must be folder or wds, not "
+                f"{self.format!r} (FFCV's device mode is a later step)"
+            )
+        self._need("train_interpolation", self.train_interpolation in ("random", "bilinear", "bicubic"),
+                   "must be random, bilinear or bicubic with data.augment_on 'device'")  # fmt: skip
+        aa = self.auto_augment
+        self._need("auto_augment", aa is None or aa.startswith("rand"),
+                   "must be a RandAugment policy ('rand-...') or null with data.augment_on 'device'")  # fmt: skip
+        if aa is None and self.color_jitter > 0:
+            raise ConfigError("data.color_jitter has no device version: set it to 0, or data.augment_on 'loader'")
 
     def _check(self) -> None:
         if self.format != "synthetic" and not self.path:
@@ -109,6 +127,8 @@ class DataConfig(Node):
             lo, hi = getattr(self, name)
             self._need(name, 0 < lo <= hi and (name == "ratio" or hi <= 1), "must be [low, high] with 0 < low <= high")
         self._need("auto_augment", self.auto_augment != "", "must be a timm policy string or null (no augmentation)")
+        if self.augment_on == "device":
+            self._device_check()
         if self.mixup_active:  # timm's batch-mode Mixup pairs each sample with its mirror in the batch
             self._need("batch_size", self.batch_size % 2 == 0, "must be even when data.mixup or data.cutmix is on")
 
@@ -352,6 +372,8 @@ class Config(Node):
         if fmt not in ("folder", "wds"):
             why = "FFCV has no lossless mask field" if fmt == "ffcv" else "there is no synthetic segmentation set"
             raise ConfigError(f"data.format {fmt!r} cannot hold segmentation masks ({why}): use wds or folder")
+        if self.data.augment_on == "device":
+            raise ConfigError("data.augment_on 'device' runs the classification recipe: task segment needs 'loader'")
         if self.data.val_batch_size not in (None, 1):
             raise ConfigError("data.val_batch_size must be 1 (or null) for task segment: val images keep their sizes")
         if self.model.finetune:

@@ -67,8 +67,8 @@ def loader_rate(
         pass
     start, images = time.perf_counter(), 0
     for _ in range(epochs - 1):
-        for x, _ in loader:
-            images += len(x)
+        for _, y in loader:
+            images += len(y)
     rate = images / (time.perf_counter() - start)
     loader.close()
     return rate
@@ -134,14 +134,14 @@ def _first_and_rate(make: Callable[[], TrainLoader], epochs: int) -> tuple[float
     start = time.perf_counter()
     loader = make()
     images, first = 0, 0.0
-    for x, _ in loader:
+    for _, y in loader:
         first = first or time.perf_counter() - start
-        images += len(x)
+        images += len(y)
     cold = images / (time.perf_counter() - start)
     start, images = time.perf_counter(), 0
     for _ in range(epochs):
-        for x, _ in loader:
-            images += len(x)
+        for _, y in loader:
+            images += len(y)
     loader.close()
     return first, cold, images / (time.perf_counter() - start)
 
@@ -177,8 +177,9 @@ def run_s3(
 
             def make(path: str = path, cache: CacheSettings = cache) -> TrainLoader:
                 src = WdsSource(path, "train", tf, eval_tf, cache)
-                kw = dict(world_size=1, rank=0, batch_size=batch, workers=workers)
-                return TrainLoader(src, shard_sizes=src.shard_sizes, **kw)
+                return TrainLoader(
+                    src, world_size=1, rank=0, batch_size=batch, workers=workers, shard_sizes=src.shard_sizes
+                )
 
             times[name].append(_first_and_rate(make, timed_epochs))
     local, rows = times["wds local disk"], []

@@ -1,12 +1,15 @@
 """Image classification: soft-target cross-entropy (mixup/cutmix/smoothing targets), top-1 and top-5.
 
 Training targets come from :class:`~swat_dist.data.pixels.transforms.DeviceAugment` (mixup / cutmix or label
-smoothing as soft targets, random erasing). Evaluation is plain cross-entropy and top-k over the real
-samples only: the val loaders pad with label -1, which ``ignore_index`` and the top-k match skip, so a
-padded batch adds exactly nothing and no per-batch host sync is needed to find the real ones.
+smoothing as soft targets, random erasing), or with ``data.augment_on: device`` from its device pipeline,
+which also decodes and runs crop, flip and RandAugment on the batch. Evaluation is plain cross-entropy and
+top-k over the real samples only: the val loaders pad with label -1, which ``ignore_index`` and the top-k
+match skip, so a padded batch adds exactly nothing and no per-batch host sync is needed to find the real ones.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +18,9 @@ from torch import Tensor
 
 from ..data.pixels.transforms import DeviceAugment
 from .base import Forward
+
+if TYPE_CHECKING:
+    from ..data.pixels.device_pipeline import EncodedBatch
 
 PAD = -1  # the val loaders' label for padding samples
 
@@ -26,7 +32,12 @@ class ClassificationTask:
         self.augment = augment
         self.criterion = SoftTargetCrossEntropy()
 
-    def batch(self, images: Tensor, targets: Tensor, device: torch.device, train: bool) -> tuple[Tensor, Tensor]:
+    def batch(
+        self, images: Tensor | EncodedBatch, targets: Tensor, device: torch.device, train: bool
+    ) -> tuple[Tensor, Tensor]:
+        if not isinstance(images, Tensor):  # data.augment_on: device - decoded and augmented there, whole batches
+            assert self.augment.pipeline is not None, "an EncodedBatch needs the device pipeline (build_loaders)"
+            return self.augment.pipeline(images, targets, device)
         x, y = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         return self.augment(x, y, train=train)
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from .. import collectives
 from ..config import Config, Derived
 from ..data.loaders.build import Loaders
-from ..data.loaders.loader import seed_everything
+from ..data.loaders.loader import TrainBatch, seed_everything
 from ..data.loaders.plan import sample_position
 from ..dist import DistEnv
 from ..progress import progress
@@ -136,7 +136,7 @@ class Trainer:
                     self.validate()
         self.bar.close()
 
-    def _epoch_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def _epoch_batches(self) -> Iterator[TrainBatch]:
         """The loader's batches of this epoch up to its last whole optimizer step, then the next epoch.
 
         With accumulation the loader's micro-steps need not fill whole optimizer steps (25 micro-batches
@@ -154,8 +154,9 @@ class Trainer:
         if train.epoch == epoch:  # stopped at the limit, before the loader's own end of epoch
             train.set_epoch(epoch + 1)
 
-    def _micro_step(self, images: Tensor, labels: Tensor) -> bool:
-        """Forward/backward one micro-batch; True when DeepSpeed took an optimizer step."""
+    def _micro_step(self, images: Any, labels: Tensor) -> bool:
+        """Forward/backward one micro-batch; True when DeepSpeed took an optimizer step. ``images``: uint8
+        (B, 3, H, W), or an EncodedBatch with ``data.augment_on: device`` - only the task reads it."""
         start = time.perf_counter()
         self._data_wait += start - self._ready
         train, device = self.loaders.train, self.engine.device

@@ -25,3 +25,32 @@ def test_bench_loader_measures_every_backend(tmp_path):
     assert ratios["folder crop"] == ratios["folder recipe"] == 1.0  # each paired with itself, every round
     table = render(rows, 64, 0, 16, 2)
     assert table.count("\n| ") == 8 and "| folder crop |" in table and "median of 2 alternating rounds" in table
+
+
+def test_bench_loader_augment_on_device_prints_both_workers_and_the_projection(tmp_path, capsys):
+    from swat_dist.cli import main
+
+    args = ["bench", "loader", "--augment-on", "device", "--images", "32", "--batch", "8", "--rounds", "1",
+            "--epochs", "1", "--size", "240", "--root", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| per core | wds | folder |"
+    names = [r.split(" | ")[0] for r in rows[1:]]
+    assert names == [
+        "| loader worker: read + decode + crop + flip + RandAugment (images/s)",
+        "| device-mode worker: read + header + plan (images/s)",
+        "| worker cost per image, loader / device",
+        "| cores per GPU for 1,600 images/s, loader worker",
+        "| cores per GPU for 1,600 images/s, device worker",
+        "| cores per GPU for 8,000 images/s, loader worker",
+        "| cores per GPU for 8,000 images/s, device worker",
+    ]
+    assert "Device side on this CPU" in out and "batch 8 at 224 px" in out
+
+
+def test_bench_loader_augment_on_device_refuses_a_size_below_the_crop(capsys):
+    from swat_dist.cli import main
+
+    assert main(["bench", "loader", "--augment-on", "device", "--size", "64"]) == 2
+    assert "--size >= 224" in capsys.readouterr().err

@@ -106,11 +106,28 @@ def _ffcv_loaders(
     return train, val, train_split.classes
 
 
+def recipe(data: DataConfig, size: int, ev: dict[str, Any], num_classes: int) -> Any:
+    """The device pipeline's :class:`~swat_dist.data.pixels.device_plan.Recipe` of ``data`` (augment_on: device)."""
+    from ..pixels.device_plan import Recipe
+
+    return Recipe(
+        img_size=size, scale=data.scale, ratio=data.ratio, hflip=data.hflip, interpolation=data.train_interpolation,
+        auto_augment=data.auto_augment, mean=ev["mean"], std=ev["std"], reprob=data.reprob, mixup=data.mixup,
+        cutmix=data.cutmix, mixup_prob=data.mixup_prob, switch_prob=data.mixup_switch_prob,
+        smoothing=data.smoothing, num_classes=num_classes, color_jitter=data.color_jitter,
+    )  # fmt: skip
+
+
 def _planned_loaders(
     data: DataConfig, size: int, ev: dict[str, Any], num_classes: int, world_size: int, rank: int, seed: int
 ) -> tuple[TrainLoader, ValLoader, list[str]]:
     """torch DataLoaders over a :class:`.loader.Source` (folder, wds, synthetic)."""
     train_src, val_src = _sources(data, size, ev, num_classes, seed)
+    planner = None
+    if data.augment_on == "device":  # workers read bytes and plan; the device decodes and executes
+        from ..pixels.device_plan import Planner
+
+        planner = Planner(recipe(data, size, ev, num_classes))
     source: Source = train_src
     train = TrainLoader(
         source,
@@ -122,6 +139,7 @@ def _planned_loaders(
         # sharded sources read a few shards per batch instead of all of them (plan.shard_group_permutation)
         shard_sizes=getattr(train_src, "shard_sizes", None),
         shard_group=data.shard_group,
+        planner=planner,
     )
     val = ValLoader(
         val_src,
@@ -152,6 +170,11 @@ def build_loaders(
         train, val, classes = _planned_loaders(data, size, ev, num_classes, world_size, rank, seed)
     if len(classes) > num_classes:
         raise ValueError(f"the data has {len(classes)} classes but model.num_classes is {num_classes}")
+    pipeline = None
+    if data.augment_on == "device":
+        from ..pixels.device_pipeline import DevicePipeline
+
+        pipeline = DevicePipeline(recipe(data, size, ev, num_classes))
     loaders = Loaders(
         train=train,
         val=val,
@@ -165,6 +188,7 @@ def build_loaders(
             mixup_prob=data.mixup_prob,
             switch_prob=data.mixup_switch_prob,
             smoothing=data.smoothing,
+            pipeline=pipeline,
         ),
         classes=classes,
         img_size=size,

@@ -9,6 +9,8 @@ resume. FFCV keeps its own compiled pipeline and uses the same plan through a tr
 Batches are ``(images uint8 (B, 3, H, W), labels int64 (B,))``, or masks int16 (B, H, W) for
 segmentation; normalisation, random erasing and mixup happen on the device
 (:mod:`swat_dist.data.pixels.transforms`, :mod:`swat_dist.tasks`), where they cost nothing next to the model.
+With a planner (``data.augment_on: device``), training batches are ``(EncodedBatch, labels)`` instead:
+bytes and each sample's augmentation plan, for the device to decode and execute (:mod:`.encoded`).
 """
 
 from __future__ import annotations
@@ -16,16 +18,31 @@ from __future__ import annotations
 import multiprocessing
 import random
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from .plan import PAD, ShardOrder, TrainPlan, full_permutation, shard_group_permutation, val_batches
+from .encoded import EncodedSource, Planning, mix_seed, pack, read_sample
+from .plan import (
+    PAD,
+    ShardOrder,
+    TrainPlan,
+    full_permutation,
+    sample_position,
+    shard_group_permutation,
+    val_batches,
+)
+
+if TYPE_CHECKING:  # imported where used: loader mode never loads the device pipeline (torchvision.io, timm ops)
+    from ..pixels.device_pipeline import EncodedBatch
 
 Batch = tuple[Tensor, Tensor]
+# what a train loader hands over: uint8 images (loader mode) or bytes + plans (device mode), and labels
+TrainBatch = tuple["Tensor | EncodedBatch", Tensor]
+Key = tuple[int, list[int], int]  # (epoch, sample ids, the batch's global position in the epoch's order)
 
 
 class Source(Protocol):
@@ -67,29 +84,59 @@ def seed_everything(value: int, device: torch.device | None = None) -> None:
 
 
 class _PlannedDataset(Dataset):
-    """Map-style view whose items are whole batches: key = (epoch, sample ids), PAD = padding.
+    """Map-style view whose items are whole batches: key = (epoch, sample ids, position), PAD = padding.
 
     The epoch travels in the key, not in the dataset, so persistent workers need no update between epochs.
+    With a ``planner`` (training, ``data.augment_on: device``) items are (EncodedBatch, labels).
     """
 
-    def __init__(self, source: Source, train: bool, seed: int) -> None:
-        self.source, self.train, self.seed = source, train, seed
+    def __init__(self, source: Source, train: bool, seed: int, planner: Planning | None = None) -> None:
+        self.source, self.train, self.seed, self.planner = source, train, seed, planner
         # a remote source prefetches from where its reader is (WdsSource over s3://): told once per batch
         self._reading: Callable[[int, int], None] | None = getattr(source, "reading", None)
 
-    def __getitem__(self, key: tuple[int, list[int]]) -> Batch | _Refused:
+    def __getitem__(self, key: Key) -> TrainBatch | _Refused:
         try:
+            if self.planner is not None:
+                return self._encoded(key)
             return self._batch(key)
         except ValueError as err:  # a user error (one line): see _Refused
             if get_worker_info() is None:
                 raise
             return _Refused(str(err))
 
-    def _batch(self, key: tuple[int, list[int]]) -> Batch:
-        epoch, ids = key
+    def _tell_reader(self, epoch: int, ids: list[int]) -> None:
         first = next((i for i in ids if i != PAD), None)
         if self._reading is not None and first is not None:
             self._reading(epoch, first)
+
+    def _encoded(self, key: Key) -> tuple[EncodedBatch, Tensor]:
+        """Bytes (or worker-decoded pixels) and the batch's plan; training batches hold no padding."""
+        from ..pixels.device_pipeline import EncodedBatch
+
+        epoch, ids, position = key
+        assert self.planner is not None
+        self._tell_reader(epoch, ids)
+        source = cast(EncodedSource, self.source)  # TrainLoader checked it has load_encoded
+        jpegs: list[bytes] = []
+        decoded: dict[int, Tensor] = {}
+        plans: list[Any] = []
+        labels: list[int] = []
+        for at, i in enumerate(ids):
+            jpeg, pixels, (width, height), label = read_sample(source, i)
+            seed_everything(sample_seed(self.seed, epoch, i))  # the state timm's transform starts from
+            plans.append(self.planner.sample(width, height))
+            jpegs.append(jpeg)
+            labels.append(label)
+            if pixels is not None:
+                decoded[at] = pixels
+        plan = self.planner.batch(plans, mix_seed(self.seed, epoch, position))
+        batch = EncodedBatch(jpegs=pack(jpegs), decoded=decoded, plan=plan)
+        return batch, torch.tensor(labels, dtype=torch.int64)
+
+    def _batch(self, key: Key) -> Batch:
+        epoch, ids, _ = key
+        self._tell_reader(epoch, ids)
         images: list[Tensor | None] = []
         targets: list[Any] = []  # class labels (int), or masks (Tensor) for segmentation
         for i in ids:
@@ -122,7 +169,7 @@ class _Refused:
         self.message = message
 
 
-def _raising(batches: Iterable[Batch | _Refused]) -> Iterator[Batch]:
+def _raising(batches: Iterable[Any]) -> Iterator[Any]:
     for batch in batches:
         if isinstance(batch, _Refused):
             raise ValueError(batch.message)
@@ -136,13 +183,15 @@ def _stack_targets(targets: list[Any], like: Any) -> Tensor:
     return torch.tensor([t if t is not None else PAD for t in targets], dtype=torch.int64)
 
 
-class _BatchList(Sampler[tuple[int, list[int]]]):
-    def __init__(self, batches: Callable[[], tuple[int, list[np.ndarray]]]) -> None:
+class _BatchList(Sampler[Key]):
+    """The keys of the batches still owed: ``batches()`` -> (epoch, sample ids per batch, their positions)."""
+
+    def __init__(self, batches: Callable[[], tuple[int, list[np.ndarray], list[int]]]) -> None:
         self.batches = batches
 
-    def __iter__(self) -> Iterator[tuple[int, list[int]]]:
-        epoch, batches = self.batches()
-        return iter([(epoch, b.tolist()) for b in batches])
+    def __iter__(self) -> Iterator[Key]:
+        epoch, batches, positions = self.batches()
+        return iter([(epoch, b.tolist(), p) for b, p in zip(batches, positions, strict=True)])
 
     def __len__(self) -> int:
         return len(self.batches()[1])
@@ -164,6 +213,7 @@ def _data_loader(dataset: _PlannedDataset, sampler: _BatchList, workers: int) ->
         multiprocessing_context=fork if workers > 0 else None,
         # page-locked batches on a GPU machine: the trainer's .to(device, non_blocking=True) is then a real
         # asynchronous copy (from pageable memory it waits); costs one host copy per batch in the pin thread
+        # (an EncodedBatch pins itself: the pin thread calls its pin_memory())
         pin_memory=torch.cuda.is_available(),
     )
 
@@ -182,12 +232,19 @@ class TrainLoader:
         seed: int = 0,
         shard_sizes: list[int] | None = None,
         shard_group: int = 8,
+        planner: Planning | None = None,
     ) -> None:
+        """``planner``: hand over bytes and plans instead of augmented images (``data.augment_on: device``;
+        the source must have ``load_encoded``)."""
+        if planner is not None and not hasattr(source, "load_encoded"):
+            raise ValueError(
+                f"{type(source).__name__} cannot hand over encoded images (augment_on device: folder, wds)"
+            )
         self._init_plan(source, world_size, rank, batch_size, seed, shard_sizes, shard_group)
         follow = getattr(source, "follow", None)
         if follow is not None and shard_sizes is not None:  # before the workers fork: they inherit it
             follow(ShardOrder(len(shard_sizes), seed))
-        self._dataset = _PlannedDataset(source, train=True, seed=seed)
+        self._dataset = _PlannedDataset(source, train=True, seed=seed, planner=planner)
         self._loader = _data_loader(self._dataset, _BatchList(self._remaining), workers)
 
     def _init_plan(
@@ -216,10 +273,13 @@ class TrainLoader:
         if epoch != self.epoch:
             self.epoch, self.step = epoch, 0
 
-    def _remaining(self) -> tuple[int, list[np.ndarray]]:
-        return self.epoch, self.plan().batches(self.step)
+    def _remaining(self) -> tuple[int, list[np.ndarray], list[int]]:
+        plan = self.plan()
+        steps = range(self.step, plan.steps)
+        positions = [sample_position(s, self.world_size, self.rank, self.batch_size) for s in steps]
+        return self.epoch, plan.batches(self.step), positions
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[TrainBatch]:
         for batch in _raising(self._loader):
             self.step += 1  # counted when handed over, so a checkpoint after this batch skips it
             yield batch
@@ -254,7 +314,8 @@ class ValLoader:
     def __init__(self, source: Source, *, world_size: int, rank: int, batch_size: int, workers: int = 0) -> None:
         self.num_samples = len(source)
         self._batches = val_batches(self.num_samples, world_size, rank, batch_size)
-        self._loader = _data_loader(_PlannedDataset(source, False, 0), _BatchList(lambda: (0, self._batches)), workers)
+        keys = _BatchList(lambda: (0, self._batches, [0] * len(self._batches)))
+        self._loader = _data_loader(_PlannedDataset(source, False, 0), keys, workers)
 
     def __len__(self) -> int:
         return len(self._batches)

@@ -91,7 +91,10 @@ def eval_transform(img_size: int, crop_pct: float = 0.875, interpolation: str = 
 class DeviceAugment:
     """uint8 batch on the device -> normalised float batch (+ erasing, mixup/cutmix soft targets).
 
-    ``train=False`` only normalises and returns the integer labels (padding -1 included).
+    ``train=False`` only normalises and returns the integer labels (padding -1 included). ``pipeline``
+    (``data.augment_on: device``) takes the training batches instead: (EncodedBatch, labels, device) ->
+    (x, soft targets), decode and the whole recipe on the device
+    (:class:`~swat_dist.data.pixels.device_pipeline.DevicePipeline`); evaluation batches still come here.
     """
 
     def __init__(
@@ -105,7 +108,9 @@ class DeviceAugment:
         mixup_prob: float = 1.0,
         switch_prob: float = 0.5,
         smoothing: float = 0.1,
+        pipeline: Callable[[Any, Tensor, torch.device], tuple[Tensor, Tensor]] | None = None,
     ) -> None:
+        self.pipeline = pipeline
         self.mean = torch.tensor(mean).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std).view(1, -1, 1, 1) * 255
         self.erase = RandomErasing(reprob, mode="pixel", device="cpu") if reprob > 0 else None

@@ -6,9 +6,10 @@ yardstick the benchmark compares them with.
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from ..pixels.transforms import ImageTransform
@@ -45,8 +46,25 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def load(self, index: int, train: bool) -> tuple[Tensor, int]:
+    def load_encoded(self, index: int) -> tuple[bytes, int]:
+        """Sample ``index``'s file as stored, and its label (``data.augment_on: device``)."""
         path, label = self.samples[index]
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
+        try:
+            return Path(path).read_bytes(), label
+        except OSError as err:  # deleted or unreadable since the listing
+            raise ValueError(self.unreadable(index, err)) from None
+
+    def unreadable(self, index: int, err: Exception) -> str:
+        """The one line for sample ``index`` when its file does not read, open or decode."""
+        reason = getattr(err, "strerror", None) or str(err)  # an OSError's text without its errno and path
+        why = "not an image" if isinstance(err, UnidentifiedImageError) else reason
+        return f"{self.samples[index][0]}: does not decode ({why})"
+
+    def load(self, index: int, train: bool) -> tuple[Tensor, int]:
+        data, label = self.load_encoded(index)
+        try:
+            with Image.open(BytesIO(data)) as img:
+                rgb = img.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise ValueError(self.unreadable(index, err)) from None
         return (self.train_tf if train else self.eval_tf)(rgb), label

@@ -160,6 +160,7 @@ def scan_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     few thousand 512-byte header reads plus one tiny read per ``.cls``.
     """
     offsets, sizes, labels = [], [], []
+    masks = 0
     try:
         with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
             for member in tar.getmembers():
@@ -169,8 +170,12 @@ def scan_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                     sizes.append(member.size)
                 elif ext == "cls":
                     labels.append(int(os.pread(raw.fileno(), member.size, member.offset_data)))
+                elif ext == "png":
+                    masks += 1
     except (tarfile.TarError, ValueError, EOFError) as err:  # zeroed or cut bytes; a .cls that is not digits
         raise ValueError(f"{path}: not a readable WebDataset shard ({err}); run swat-dist data verify") from None
+    if masks and not labels:  # what a classification config reading a segmentation set meets first
+        raise ValueError(f"{path}: a segmentation set (image + mask members): use task: segment")
     if not (len(offsets) == len(sizes) == len(labels)):
         raise ValueError(f"{path}: {len(offsets)} .jpg but {len(labels)} .cls members - not a swat_dist shard")
     return np.asarray(offsets, np.int64), np.asarray(sizes, np.int64), np.asarray(labels, np.int64)
@@ -215,17 +220,25 @@ class WdsSource:
     def labels(self) -> np.ndarray:
         return self.shards.column(2)
 
-    def load(self, index: int, train: bool) -> tuple[Any, int]:
+    def load_encoded(self, index: int) -> tuple[bytes, int]:
+        """Sample ``index``'s ``.jpg`` member as stored, and its label (``data.augment_on: device``)."""
         shard, (offsets, sizes, labels), at = self.shards.locate(index)
-        offset = int(offsets[at])
-        data = self.shards.read(shard, offset, int(sizes[at]))
+        return self.shards.read(shard, int(offsets[at]), int(sizes[at])), int(labels[at])
+
+    def unreadable(self, index: int, err: Exception) -> str:
+        """The one line for sample ``index`` whose bytes do not open or decode (zeroed or changed since the scan)."""
+        shard, (offsets, _, _), at = self.shards.locate(index)
+        why = "not an image" if isinstance(err, UnidentifiedImageError) else str(err)
+        return (
+            f"{self.paths[shard]}: sample {index} (.jpg at byte {int(offsets[at]):,}) does not decode ({why}); "
+            "run swat-dist data verify"
+        )
+
+    def load(self, index: int, train: bool) -> tuple[Any, int]:
+        data, label = self.load_encoded(index)
         try:
             with Image.open(io.BytesIO(data)) as img:
                 rgb = img.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as err:  # zeroed or changed since the scan
-            why = "not an image" if isinstance(err, UnidentifiedImageError) else str(err)
-            raise ValueError(
-                f"{self.paths[shard]}: sample {index} (.jpg at byte {offset:,}) does not decode ({why}); "
-                "run swat-dist data verify"
-            ) from None
-        return (self.train_tf if train else self.eval_tf)(rgb), int(labels[at])
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise ValueError(self.unreadable(index, err)) from None
+        return (self.train_tf if train else self.eval_tf)(rgb), label
