@@ -179,3 +179,5 @@ def test_on_cuda_nothing_waits_for_the_device_and_pixels_match_the_cpu():
     assert x.is_cuda and y.is_cuda and x.shape == (32, 3, 224, 224) and y.shape == (32, 10)
     # nvJPEG's IDCT and upsampling differ from libjpeg-turbo's by a level here and there
     assert (px.cpu() - pipe.pixels(batch, "cpu")).abs().mean() < 1.0
+    seeds = torch.tensor([1, 2**62 + 5, 2**63 - 1], dtype=torch.int64)  # the integer hash wraps nowhere
+    torch.testing.assert_close(hash_normal(seeds.cuda(), 50_000).cpu(), hash_normal(seeds, 50_000), rtol=0, atol=1e-5)
