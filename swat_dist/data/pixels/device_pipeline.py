@@ -14,10 +14,10 @@ zero canvases, one per group of like-sized crops (``device_plan.resize_groups``:
 pixels); weights are zero outside each crop, so a sample's pixels do not depend on its neighbours. Cost:
 2 x 3 x S x (Hc x Wc + S x Hc) multiply-adds per image in an Hc x Wc canvas (~0.2 GFLOP for a 300 x 300
 crop to 224). Measured against timm's PIL transform (tests/data/test_device_pipeline.py: the shipped
-photos, strips of them and a digit as JPEGs, 32 samples at 224 px, CPU, decode included): mean |diff| 0.002
-of a level without RandAugment, max 2 levels (PIL's 22-bit fixed-point weights against our float32 ones,
-each pass rounded); 0.035 with the SWAT RandAugment (device_ops' own differences). TF32 matmuls on a GPU
-would round the weights to 10 bits: up to ~0.1 level before rounding.
+photos, strips of them and a digit as JPEGs, 224 px, CPU, decode included): mean |diff| 0.002 of a level
+without RandAugment, 99.8% of values exact, max 1-2 levels (PIL's 22-bit fixed-point weights against our
+float32 ones, each pass rounded); 0.008-0.035 with the SWAT RandAugment (device_ops' own differences).
+TF32 matmuls on a GPU would round the weights to 10 bits: up to ~0.1 level before rounding.
 
 **Erasing noise** (timm's pixel mode: N(0, 1) per element in normalised space, one box) is a pure function of
 (the sample's noise seed, the element's index in the sample): murmur3's fmix32 on int64 holding 32-bit
