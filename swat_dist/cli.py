@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from .bench_cli import add_bench_parser
 from .cluster.commands import add_cluster_parsers
 from .config_cli import add_config_parser
+from .config_types import ConfigError
 from .data.commands import add_data_parser
+from .dist import DistEnv, read_env, tell_launcher
 from .tracking.commands import add_tracking_parsers
 from .train.commands import add_train_parsers
 
@@ -47,5 +49,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
         sub = getattr(args, "data_command", None) or getattr(args, "bench_command", None)
         what = " ".join(filter(None, [args.command, sub]))
-        print(f"swat-dist {what}: error: {err}", file=sys.stderr)
+        _error(f"swat-dist {what}: error: {err}", alike=isinstance(err, ConfigError))
         return 2
+
+
+def _error(text: str, alike: bool) -> None:
+    """Print ``text``; under a launcher, an error every rank meets ``alike`` (the config: every rank reads the
+    same files and arguments) is printed by rank 0 alone, and torchrun's summary gets it from each rank."""
+    try:
+        env = read_env()
+    except ValueError:  # the launcher's own variables are what failed
+        env = DistEnv()
+    tell_launcher(env, text)
+    if env.is_main or not alike:
+        print(text, file=sys.stderr)

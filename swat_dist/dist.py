@@ -8,9 +8,11 @@ Precedence: a torchrun/deepspeed launcher (``RANK`` and ``WORLD_SIZE`` set) wins
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -35,6 +37,9 @@ class DistEnv:
     # The variable that says this task was given GPUs (``SLURM_JOB_GPUS=0,1``), or None: a GPU allocation
     # where CUDA sees no device is an error (:func:`cuda_index`), not a silent CPU run.
     gpus_given: str | None = None
+    # torchrun's: the file its summary reads a failed worker's message from, and which restart this is
+    error_file: str | None = None
+    elastic_attempt: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -150,6 +155,8 @@ def read_env(environ: Mapping[str, str] | None = None) -> DistEnv:
             restart_count=restarts,
             launcher="torchrun",
             gpus_given=_gpus_given(env),
+            error_file=env.get("TORCHELASTIC_ERROR_FILE") or None,
+            elastic_attempt=_int(env, "TORCHELASTIC_RESTART_COUNT", 0),
         )
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         per_node = env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE") or "1"
@@ -186,3 +193,16 @@ def read_env(environ: Mapping[str, str] | None = None) -> DistEnv:
         restart_count=restarts,
         gpus_given=_gpus_given(env),
     )
+
+
+def tell_launcher(env: DistEnv, text: str) -> None:
+    """Under torchrun, write ``text`` to torchelastic's error file, so torchrun's failure summary shows our
+    line instead of "To enable traceback see: ...". The format is the one torch's ``@record`` writes, less
+    its ``py_callstack``: the summary would print that traceback instead of the line. Best effort."""
+    if env.error_file:
+        record = {"message": {"message": text, "extraInfo": {"timestamp": str(int(time.time()))}}}
+        try:
+            with open(env.error_file, "w") as f:
+                f.write(json.dumps(record))
+        except OSError:
+            pass

@@ -180,7 +180,7 @@ class CheckpointManager:
         """
         meta = read_meta(path)
         saved_world = int(meta["world_size"])
-        if meta.get("config_hash") != config_hash:
+        if meta.get("config_hash") != config_hash and self.env.is_main:  # the same note on every rank: once
             print(f"[swat-dist] note: resuming {path} written with config {meta.get('config_hash')}, now {config_hash}")
         self.engine.load(str(path.parent), path.name)
         same = saved_world == self.env.world_size

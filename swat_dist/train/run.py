@@ -69,18 +69,21 @@ def run(cfg: Config, env: DistEnv) -> dict[str, Any]:
     cuda_math.apply(device, cfg.engine.cudnn_benchmark)
     init_distributed(env, device)
     run_dir, held = Path(derived(cfg, env.world_size)["output_dir"]), None
+    start = failure.Start()
     try:
+        start.look(run_dir, env)  # before the lock makes the folder
         # before anything is read or written in the folder; every rank stops at once if it is in use
         held = run_lock.take(run_dir, env)
-        summary = _run(cfg, env, device)
+        summary = _run(cfg, env, device, start)
     except (run_lock.FolderInUse, NonFiniteLoss):  # raised on every rank at the same point: leave together
         destroy()
         run_lock.release(held)
         raise
     except BaseException as err:  # this rank alone, maybe: say why now, then leave without waiting (failure.py)
-        failed = failure.report(err, env, run_dir)
+        failed = failure.report(err, env, run_dir, in_run=not start.leaves_nothing)
         destroy(failed=True)
         run_lock.release(held)
+        start.clean_up(env)
         raise failed from err
     destroy()  # its barrier: every rank is done with the folder before the lock goes
     run_lock.release(held)
@@ -103,7 +106,7 @@ def _elastic(
     return cfg, elastic.change_note(meta, env.world_size, cfg)
 
 
-def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
+def _run(cfg: Config, env: DistEnv, device: Any, phase: failure.Start) -> dict[str, Any]:
     run_dir = Path(derived(cfg, env.world_size)["output_dir"])
     # verified, and of this model, before anything is built or the run's config.yaml is replaced
     resume_from = resume_point(run_dir, cfg.checkpoint.resume, cfg.model.name, env)
@@ -136,6 +139,7 @@ def _run(cfg: Config, env: DistEnv, device: Any) -> dict[str, Any]:
         if change:  # the position counted in the new micro-steps
             loader = elastic.loader_state(loader, env.world_size * cfg.data.batch_size)
         loaders.train.load_state_dict(loader)
+    phase.set_up = True  # from here on the folder is a run's (a tracking run points at it): kept on failure
     tracker = make_tracker(
         cfg, env, run_dir, step=state.step, run_id=state.tracking_run_id, resume_from=resume_from,
         exporter=lambda: _export_weights(run_dir, ema=cfg.ema.enabled),
