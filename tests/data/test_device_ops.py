@@ -120,6 +120,17 @@ def test_geometric_ops_at_zero_are_the_identity(name: str) -> None:
             assert torch.equal(apply_op(name, x, torch.zeros(len(x)), bicubic, FILL), x), (name, bicubic)
 
 
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (1, 7), (5, 2)])
+def test_tiny_images_match_pil(size: tuple[int, int]) -> None:
+    # Edges everywhere: SMOOTH has no interior, every geometric tap is clamped, one-pixel histograms.
+    x = torch.randint(0, 256, (1, 3, *size), generator=torch.Generator().manual_seed(1)).float()
+    for name in sorted(OPS):
+        for bicubic, arg in ((b, a) for b in _modes(name) for a in _cases(name)):
+            out = apply_op(name, x, torch.tensor([arg], dtype=torch.float32), bicubic, FILL)[0]
+            worst = (out - _run_pil(name, x[0], arg, bicubic)).abs().max()
+            assert worst <= (1 if name in GEOMETRIC else 0), (name, bicubic, arg, worst)
+
+
 def test_timm_ops_are_all_covered() -> None:
     from timm.data.auto_augment import _RAND_INCREASING_TRANSFORMS, _RAND_TRANSFORMS
 
