@@ -64,8 +64,8 @@ def _loader(
 
 def _plan_tensors(plan: BatchPlan) -> list[object]:
     steps = [(s.name, s.bicubic, s.index.tolist(), s.args.tolist()) for s in plan.steps]
-    fields = (plan.crop_hw, plan.bicubic, plan.flip, plan.erase, plan.noise_seed)
-    return [plan.crops, steps, [f.tolist() for f in fields], plan.mix]
+    fields = (plan.crop_hw, plan.bicubic, plan.flip, plan.erase_index, plan.erase, plan.noise_seed)
+    return [plan.sizes, plan.crops, plan.groups, steps, [f.tolist() for f in fields], plan.mix]
 
 
 def _same(a: tuple[EncodedBatch, torch.Tensor], b: tuple[EncodedBatch, torch.Tensor]) -> None:
@@ -90,6 +90,25 @@ def test_workers_hand_over_the_same_bytes_and_plans_for_any_worker_count(sets, f
     assert all(j[:2].tolist() == [0xFF, 0xD8] for j in enc.jpegs) and not enc.decoded  # JPEGs go to the device
     crops = {c for x, _ in a for c in x.plan.crops}
     assert len(crops) > 40  # a crop per sample, not one per batch
+
+
+def test_each_plan_is_drawn_from_its_samples_seed_as_the_loader_path_seeds_its_transform(sets):
+    """The contract with timm's path: sample i's plan is what the planner draws right after
+    ``seed_everything(sample_seed(seed, epoch, i))`` (device_plan's tests tie those draws to timm's)."""
+    from swat_dist.data.loaders.encoded import mix_seed
+    from swat_dist.data.loaders.loader import sample_seed, seed_everything
+
+    src = _source(sets, "folder")
+    loader = _loader(src)
+    loader.set_epoch(2)
+    ids = loader.plan().batch(1).tolist()
+    (_, _), (enc, _), *_ = list(loader)
+    planner, wants = Planner(RECIPE), []
+    for i in ids:
+        seed_everything(sample_seed(3, 2, i))
+        wants.append(planner.sample(64, 64))
+    # and the batch's mixup from its global position: step 1 of 1 rank x 8 starts at sample 8
+    assert _plan_tensors(enc.plan) == _plan_tensors(planner.batch(wants, mix_seed(3, 2, 8)))
 
 
 def test_two_ranks_give_what_one_rank_with_accumulation_gives_at_the_same_positions(sets):
@@ -186,6 +205,27 @@ def test_a_segmentation_shard_read_for_classification_says_so(tmp_path):
     shard = tmp_path / "train-000000.tar"
     assert str(info.value) == f"{shard}: a segmentation set (image + mask members): use task: segment"
     assert tarfile.is_tarfile(tmp_path / "train-000000.tar")  # a real shard, refused for what it holds
+
+
+def test_build_wires_the_device_pipeline_for_training_only(sets):
+    from swat_dist.config import load_config
+    from swat_dist.data.loaders.build import build_loaders
+    from swat_dist.tasks import build_task
+
+    def built(mode: str) -> tuple[object, object, object]:
+        cfg = load_config([], [f"data.path={sets['wds']}", "data.format=wds", f"data.augment_on={mode}",
+                               "data.batch_size=8", "data.workers=0", "model.num_classes=10"])  # fmt: skip
+        loaders = build_loaders(cfg.data, {"input_size": (3, 32, 32)}, world_size=1, rank=0, seed=0, num_classes=10)
+        task = build_task(cfg, loaders.augment)
+        return next(iter(loaders.train)), task.batch(*next(iter(loaders.train)), CPU, train=True), loaders
+
+    (enc, _), (x, soft), loaders = built("device")
+    assert isinstance(enc, EncodedBatch) and x.shape == (8, 3, 32, 32) and soft.shape == (8, 10)
+    assert torch.allclose(soft.sum(1), torch.ones(8))
+    images, _ = next(iter(loaders.val))  # val loaders are the loader path's in both modes
+    assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32)
+    (plain, _), (x_loader, _), _ = built("loader")
+    assert plain.dtype == torch.uint8 and x_loader.shape == x.shape  # loader mode: uint8 batches, as before
 
 
 @pytest.mark.slow
