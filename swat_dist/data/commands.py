@@ -149,9 +149,9 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
 
     g = cmds.add_parser("seg-digits", help="digits pasted on real photos: a small ADE20K-layout segmentation set")
     g.add_argument("dst")
-    g.add_argument("--train", type=int, default=400, help="training images")
+    g.add_argument("--train", type=int, default=1000, help="training images")
     g.add_argument("--val", type=int, default=100, help="validation images")
-    g.add_argument("--size", type=int, default=128, help="longest side; each side is drawn in [3/4 size, size]")
+    g.add_argument("--size", type=int, default=48, help="longest side; each side is drawn in [3/4 size, size]")
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=_seg_digits)
 

@@ -32,10 +32,9 @@ import numpy as np
 from PIL import Image
 
 from ..convert.staging import write_once
-from .seg_digits import crop_photo, glyph_alpha, load_glyphs, load_photos
+from .seg_digits import PHOTO_GAIN, bright_colour, crop_photo, glyph_alpha, load_glyphs, load_photos
 
 SIZES = (32, 64)
-PHOTO_GAIN = 0.5  # the photo's brightness is halved, so that a full-value colour always stands out
 SIDE = (0.5, 0.75)  # the digit's side, as a fraction of the image's
 # Written into the set's options, so a set made by an earlier recipe is not taken for complete.
 RECIPE = "bright-digit-on-dimmed-photo"
@@ -47,8 +46,7 @@ def compose(rng: np.random.Generator, photos: list[np.ndarray], glyphs: Any, siz
     i = int(rng.integers(len(glyphs.digit)))
     side = int(rng.integers(round(SIDE[0] * size), round(SIDE[1] * size) + 1))
     alpha = glyph_alpha(glyphs.ink_N88[i], side)[:, :, None]
-    colour = rng.integers(1, 256, 3).astype(np.float32)
-    colour *= 255.0 / colour.max()  # a random hue at full value
+    colour = bright_colour(rng)
     y, x = (int(v) for v in rng.integers(0, size - side + 1, 2))
     region = photo[y : y + side, x : x + side]
     photo[y : y + side, x : x + side] = region * (1 - alpha) + colour * alpha

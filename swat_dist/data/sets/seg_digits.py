@@ -1,8 +1,10 @@
 """``swat-dist data seg-digits``: a small real segmentation set in the ADEChallengeData2016 layout, offline.
 
-scikit-learn's handwritten digits (8x8) are upscaled to a random size, given a random colour and pasted at
-random positions onto random crops of the two photos scikit-learn ships (china.jpg, flower.jpg, 427x640),
-so a model must separate digit strokes from real-photo clutter. Nothing is downloaded.
+scikit-learn's handwritten digits (8x8) are upscaled to a random size, given a bright colour (a random hue
+at full value) and pasted at random positions onto random crops of the two photos scikit-learn ships
+(china.jpg, flower.jpg, 427x640) dimmed to half their brightness - photo-digits' paste (:mod:`.photo_digits`),
+so that a backbone pretrained there reads these digits too (the segmentation demo's two stages). Nothing
+is downloaded.
 
 Layout (ADE's, so the real converter runs on it): ``DST/images/{training,validation}/<stem>.jpg`` and
 ``DST/annotations/{training,validation}/<stem>.png``, ``<stem>`` = ``segdigits_{train,val}_<i:05d>``; masks are
@@ -10,9 +12,12 @@ single-channel 8-bit PNGs. Labels follow ADE: 0 = unlabelled (a band of one pixe
 stroke: the anti-aliased edge, whose pixels are part photo part digit), 1 = background (the photo),
 2..11 = digits 0..9 - 11 classes once ``reduce_zero_label`` drops 0 (``convert --num-classes 11``).
 
-Defaults (400 train + 100 val, sides drawn in [96, 128] px) take a few seconds to write and ~4 MB, and
-give a ViT with 16-px patches 6-8 tokens a side: enough for a CPU demo that learns something in minutes.
-Sides vary per image (as ADE's do), so loaders meet variable-sized image + mask pairs.
+Defaults (1,000 train + 100 val, sides drawn in [36, 48] px, 1-2 digits of a half to three quarters of
+the shorter side) take a few seconds to write: resized to a 32 px short side, a digit is 16-24 px, the
+size photo-digits shows a micro model at 32 px. Sides vary per image (as ADE's do), so loaders meet
+variable-sized image + mask pairs. The first recipe (any colour on full-contrast photos, a quarter to a
+half of the side, 96-128 px) left a from-scratch or digits-pretrained backbone at the background-only
+score (docs/benchmarks.md).
 
 Deterministic: image ``i`` of a split draws from ``default_rng([seed, split, i])``, whatever else is
 written. Train and val paste disjoint digit samples (the stratified split of ``data digits``); the two
@@ -34,6 +39,10 @@ from .digits import split as digit_split
 
 UNLABELLED, BACKGROUND, FIRST_DIGIT = 0, 1, 2
 NUM_CLASSES = 11  # after reduce_zero_label: background + 10 digits
+PHOTO_GAIN = 0.5  # the photo's brightness is halved, so that a full-value colour always stands out
+SIDE = (0.5, 0.75)  # a digit's side, as a fraction of the image's shorter side
+# Written into the set's options, so a set made by an earlier recipe is not taken for complete.
+RECIPE = "bright-digits-on-dimmed-photo"
 
 
 @dataclass(frozen=True)
@@ -90,39 +99,46 @@ def glyph_alpha(ink_88: np.ndarray, side: int) -> np.ndarray:
     return np.clip((ink - 0.25) * 2.0, 0.0, 1.0)
 
 
-def _paste(rng: np.random.Generator, rgb: np.ndarray, mask: np.ndarray, ink_88: np.ndarray, digit: int) -> None:
+def bright_colour(rng: np.random.Generator) -> np.ndarray:
+    """A random hue at full value (``float32 (3,)``): always brighter than a photo dimmed by :data:`PHOTO_GAIN`."""
+    colour = rng.integers(1, 256, 3).astype(np.float32)
+    return colour * (255.0 / colour.max())
+
+
+def _paste(
+    rng: np.random.Generator, rgb: np.ndarray, mask: np.ndarray, ink_88: np.ndarray, digit: int,
+    side_range: tuple[float, float],
+) -> None:  # fmt: skip
+    """Paste one glyph onto ``rgb`` (float32, the dimmed photo) and label it in ``mask``."""
     h, w = mask.shape
-    side = int(rng.integers(max(8, min(h, w) // 4), max(9, min(h, w) // 2 + 1)))
+    short = min(h, w)
+    side = int(rng.integers(max(8, round(side_range[0] * short)), max(9, round(side_range[1] * short) + 1)))
     alpha = glyph_alpha(ink_88, side)
     stroke = alpha >= 0.5
     band = (_dilate(stroke) | (alpha > 0)) & ~stroke
     y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-    region = rgb[y : y + side, x : x + side].astype(np.float32)
-    colour = rng.integers(0, 256, 3).astype(np.float32)
-    if np.abs(colour - region.reshape(-1, 3).mean(0)).max() < 80:  # too close to the photo: the opposite colour
-        colour = 255.0 - colour
     a = alpha[:, :, None]
-    rgb[y : y + side, x : x + side] = np.rint(region * (1 - a) + colour * a).astype(np.uint8)
+    rgb[y : y + side, x : x + side] = rgb[y : y + side, x : x + side] * (1 - a) + bright_colour(rng) * a
     window = mask[y : y + side, x : x + side]
     window[stroke] = FIRST_DIGIT + digit
     window[band] = UNLABELLED
 
 
 def compose(
-    rng: np.random.Generator, photos: list[np.ndarray], glyphs: Glyphs, size: int, digits: tuple[int, int] = (1, 3)
+    rng: np.random.Generator, photos: list[np.ndarray], glyphs: Glyphs, size: int, digits: tuple[int, int] = (1, 2)
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image + mask: ``uint8 (H, W, 3)`` and ``uint8 (H, W)`` (labels as in the module doc).
 
-    Sides are drawn in [3/4 size, size]; ``digits`` bounds how many are pasted (later ones on top). A
-    classification "photo-digits" set can reuse this and take the digit of the largest stroke area.
+    Sides are drawn in [3/4 size, size]; ``digits`` bounds how many are pasted (later ones on top), each
+    with a side of :data:`SIDE` times the image's shorter side.
     """
     h, w = (int(v) for v in rng.integers(3 * size // 4, size + 1, 2))
-    rgb = crop_photo(rng, photos[int(rng.integers(len(photos)))], h, w).copy()
+    rgb = crop_photo(rng, photos[int(rng.integers(len(photos)))], h, w).astype(np.float32) * PHOTO_GAIN
     mask = np.full((h, w), BACKGROUND, np.uint8)
     for _ in range(int(rng.integers(digits[0], digits[1] + 1))):
         i = int(rng.integers(len(glyphs.digit)))
-        _paste(rng, rgb, mask, glyphs.ink_N88[i], int(glyphs.digit[i]))
-    return rgb, mask
+        _paste(rng, rgb, mask, glyphs.ink_N88[i], int(glyphs.digit[i]), SIDE)
+    return np.rint(rgb).astype(np.uint8), mask
 
 
 def _fill(root: Path, counts: dict[str, int], size: int, seed: int) -> dict[str, Any]:
@@ -142,7 +158,7 @@ def _fill(root: Path, counts: dict[str, int], size: int, seed: int) -> dict[str,
     return {**counts, "num_classes": NUM_CLASSES, "label_pixels": {str(v): int(n) for v, n in enumerate(pixels) if n}}
 
 
-def write_seg_digits(dst: str | Path, *, train: int = 400, val: int = 100, size: int = 128, seed: int = 0) -> int:
+def write_seg_digits(dst: str | Path, *, train: int = 1000, val: int = 100, size: int = 48, seed: int = 0) -> int:
     """Write the set to ``dst`` (see the module doc); a complete ``dst`` with these options is a no-op."""
     if not 32 <= size <= 427:
         raise ValueError(f"--size {size}: must be in [32, 427] (digits need 8 px; the photos are 427 px high)")
@@ -150,7 +166,7 @@ def write_seg_digits(dst: str | Path, *, train: int = 400, val: int = 100, size:
         raise ValueError(f"--train {train} --val {val}: each split needs at least 1 image")
     if seed < 0:
         raise ValueError(f"--seed {seed}: must be >= 0")
-    options = {"train": train, "val": val, "size": size, "seed": seed}
+    options = {"train": train, "val": val, "size": size, "seed": seed, "recipe": RECIPE}
     counts = {"train": train, "val": val}
     summary, written = write_once(dst, "seg-digits", options, lambda root: _fill(root, counts, size, seed))
     what = "wrote" if written else "already complete:"
