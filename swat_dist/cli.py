@@ -6,6 +6,7 @@ Each sub-command imports what it needs when it runs, so ``swat-dist --help`` sta
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,7 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# OpenMP threads that wait for each other spin before they sleep (libgomp's default): on a machine shared with
+# other processes a descheduled thread stalls every parallel op. A single-process run (2 threads on 2 cores, beside
+# other jobs) trained at 25-70 img/s where 1 thread gave 97-129 and torchrun's 2 ranks x 1 thread 146-166;
+# PASSIVE: 154-167. On idle cores PASSIVE costs ~10% of a CPU step (model step alone: 207-226 vs 228-283
+# img/s) and nothing on a GPU. Read by libgomp when torch loads: set before any command imports torch.
+WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault(*WAIT_POLICY)  # a user's own setting wins
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

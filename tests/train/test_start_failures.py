@@ -9,6 +9,7 @@ config error printed once per rank; a resume under another config printed its no
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -157,3 +158,28 @@ def test_each_failing_rank_prints_unless_rank_0_said_it(tmp_path):
     assert sorted(said[1]) == ["rank 0 stopped", "rank 1 failed"]
     assert sorted(said[2]) == ["rank 0 failed", "rank 1 failed"]  # rank 2 said what rank 0 said
     assert len(list((tmp_path / "failures").glob("rank*.txt"))) == 3  # every rank kept its traceback
+
+
+# ---- the OpenMP wait policy (issue 28 item 8) ----
+
+WAIT = """
+import os, sys
+from swat_dist import cli
+assert "torch" not in sys.modules  # else libgomp would have read the environment already
+try:
+    cli.main(["--help"])
+except SystemExit:
+    pass
+print(os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+@pytest.mark.parametrize(("given", "used"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_command_sets_a_passive_openmp_wait_before_torch_loads(given, used):
+    """Spinning OpenMP threads made a single-process run 2-7x slower beside other jobs (cli.py says what was
+    measured); the user's own setting wins."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | (
+        {"OMP_WAIT_POLICY": given} if given else {}
+    )
+    out = subprocess.run([sys.executable, "-c", WAIT], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == used, out.stderr[-2000:]
