@@ -8,8 +8,9 @@
 # hjson, webdataset, mlflow, submitit or ffcv, and no network. The check installs the carried wheels with
 # --no-deps into a temporary --target folder (the machine's own torch stays), then runs the `gpu` tests
 # (tests/gpu: ZeRO-1 bf16 through DeepSpeed on NCCL, EMA under bf16, collectives on NCCL, the segmentation
-# model in bf16, host syncs per micro-batch, NVML metrics; FFCV's C extension does not travel, so its test says
-# it is skipped) and launch/gpu_trainer.py: the trainer itself for DeiT-S, Swin-T and Mixer-S, SWAT and
+# model in bf16, host syncs per micro-batch, NVML metrics; the device augmentation ops and pipeline on CUDA
+# under sync-debug "error"; FFCV's C extension does not travel, so its test says it is skipped),
+# launch/gpu_device_pipeline.py (nvJPEG decode + the whole recipe, images/s at batch 256) and launch/gpu_trainer.py: the trainer itself for DeiT-S, Swin-T and Mixer-S, SWAT and
 # baseline (images/s, MFU, data wait, peak memory), resume on the GPU, UperNet with BatchNorm through
 # DeepSpeed; it prints the report it wrote to $OUT/trainer/trainer.md. Record it in docs/benchmarks.md with
 # the device. (`swat-dist bench model` - the model alone in its own AdamW loop - is no longer run here, to
@@ -90,8 +91,15 @@ check() {
   "$py" -c "import torch, deepspeed; print('torch', torch.__version__, 'deepspeed', deepspeed.__version__, deepspeed.__file__,
     torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" 2>&1 | grep -v WARNING | tee -a "$out/device.txt"
   # every step under a timeout: a hung NCCL init or compile costs its limit, not the machine's whole lease
-  timeout 240 "$py" -m pytest -q -s -p no:cacheprovider -m gpu tests/gpu -rs 2>&1 | tee "$out/gpu_tests.txt" || true
+  timeout 240 "$py" -m pytest -q -s -p no:cacheprovider -m gpu tests/gpu tests/data/test_device_ops.py -rs 2>&1 \
+    | tee "$out/gpu_tests.txt" || true
+  # its own run: the module imports scikit-learn (the test photos), which that machine lacks - a collection
+  # error there would stop the tests above; gpu_device_pipeline.py below compares CUDA with the CPU anyway
+  timeout 60 "$py" -m pytest -q -s -p no:cacheprovider -m gpu tests/data/test_device_pipeline.py -rs 2>&1 \
+    | tee -a "$out/gpu_tests.txt" || true
   echo "[gpu_check] gpu tests done at $(( $(date +%s) - start )) s"
+  # issue 25: the device pipeline (nvJPEG decode + the whole recipe) at batch 256 on ImageNet-sized JPEGs
+  timeout 90 "$py" launch/gpu_device_pipeline.py --out "$out/device_pipeline" ${dry:+--dry} 2>&1 | tail -n 6 || true
   # the trainer as users run it (default bf16 engine, full recipe): images/s, MFU, data wait, peak memory for
   # DeiT-S / Swin-T / Mixer-S, SWAT and baseline; resume on the device; UperNet + BatchNorm through DeepSpeed
   # (--dry: the carried DeepSpeed JIT-builds its CPU communication op in the first run, ~60-120 s here)
