@@ -1,4 +1,4 @@
-"""A rank that fails says why first: one line on stderr, the traceback in the run folder.
+"""A rank that fails says why first: one line on stderr, the traceback in the run folder (:class:`Start`).
 
 Printed before any teardown, because teardown is where a failed multi-rank job used to go silent: the
 failing rank waited in a barrier while the others waited in the step's all-reduce, and nothing was printed
@@ -38,7 +38,7 @@ _KEY = "swat_dist/failed/"
 
 class Start:
     """Whether a failure leaves the run folder behind. A start that fails before it is set up (a bad data
-    path at loader build, a model setting, a checkpoint refused) in a folder it made leaves nothing, as timm
+    path at loader build, a model setting) in a folder it made leaves nothing, as timm
     (which makes its folder after the loaders) and Lightning (at its first log) do: its tracebacks go to
     temporary files named in the printed line, and rank 0 removes the folder once the group is left. Set up
     (the tracker is next: an MLflow run may point at the folder), or in a folder that was there, everything

@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,9 @@ def _bad_data(out: Path) -> list[str]:
 
 
 def test_a_failed_start_under_torchrun_says_it_once_and_leaves_no_folder(tmp_path):
-    out = tmp_path / "made" / "run"  # two folders the start creates
-    code, seconds, output = _torchrun(["-m", "swat_dist", "train"], _bad_data(out), tmp_path / "log")
+    out, tmp = tmp_path / "made" / "run", tmp_path / "tmp"  # two folders the start creates; its TMPDIR
+    tmp.mkdir()
+    code, seconds, output = _torchrun(["-m", "swat_dist", "train"], _bad_data(out), tmp_path / "log", TMPDIR=str(tmp))
     assert code != 0 and seconds < 60, (code, seconds, output[-3000:])
     ours = _our_lines(output)
     assert len(ours) == 1, output[-3000:]  # both ranks failed alike: rank 0 alone says it
@@ -45,10 +47,9 @@ def test_a_failed_start_under_torchrun_says_it_once_and_leaves_no_folder(tmp_pat
     )
     assert m, ours[0]
     saved = Path(m.group(1))
-    assert "Traceback" in saved.read_text() and saved.name.startswith("swat-dist-run-rank00000-")
-    saved.unlink()
-    for other in saved.parent.glob("swat-dist-run-rank00001-*.txt"):  # rank 1 kept its own, unprinted
-        other.unlink()
+    assert saved.parent == tmp and saved.name.startswith("swat-dist-run-rank00000-")
+    assert "Traceback" in saved.read_text()
+    assert len(list(tmp.glob("swat-dist-run-rank00001-*.txt"))) == 1  # rank 1 kept its own, unprinted
     assert not (tmp_path / "made").exists()  # nothing that looks like a run, nor the parent it made
     # torchrun's summary names the cause (torchelastic's error file), not "To enable traceback see: ..."
     assert "traceback : swat-dist train: rank 0 failed: ValueError" in output
@@ -66,11 +67,12 @@ def test_a_failed_start_in_a_folder_that_was_there_keeps_it(tmp_path, capfd):
     assert "Traceback" in (out / "failures" / "rank00000.txt").read_text()
 
 
-def test_a_failed_start_removes_only_what_it_made(tmp_path, capfd):
+def test_a_failed_start_removes_only_what_it_made(tmp_path, capfd, monkeypatch):
     out = tmp_path / "run"
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its traceback goes
     assert main(["train", *_bad_data(out)]) == 1
-    capfd.readouterr()
-    assert not out.exists() and tmp_path.is_dir()
+    assert _our_lines(capfd.readouterr().err)[0].endswith(".txt") and len(list(tmp_path.glob("swat-dist-run-*"))) == 1
+    assert not out.exists()
 
 
 def test_a_config_error_is_printed_by_rank_0_only(tmp_path, monkeypatch, capfd):
