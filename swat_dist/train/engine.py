@@ -22,7 +22,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import deepspeed
 import torch
 import torch.distributed as tdist
 from torch import Tensor, nn
@@ -32,6 +31,29 @@ from ..config import Config
 from ..dist import DistEnv, cuda_index
 from .ds_config import deepspeed_config
 from .safe_load import DEEPSPEED_GLOBALS, weights_only, what_was_refused
+
+
+@contextlib.contextmanager
+def _hidden(module: str) -> Iterator[None]:
+    """``import module`` fails inside (Python's documented ``sys.modules[name] = None``) unless it is loaded.
+
+    DeepSpeed's config imports its autotuner, which imports mlflow whenever it is installed, to log autotuning
+    trials we never run: 1.3 s of every rank's start here (~4 s on a loaded machine; docs/benchmarks.md), with
+    tracking off too. Rank 0 imports mlflow itself when it tracks, through :mod:`swat_dist.tracking`.
+    """
+    if module in sys.modules:
+        yield
+        return
+    sys.modules[module] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if sys.modules.get(module, 0) is None:
+            del sys.modules[module]
+
+
+with _hidden("mlflow"):
+    import deepspeed
 
 
 def device_for(env: DistEnv) -> torch.device:
