@@ -21,7 +21,8 @@ print("after", mlflow.__name__)
 
 
 def _probe(first: str) -> list[str]:
-    done = subprocess.run([sys.executable, "-c", PROBE.format(first=first)], capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, "-c", PROBE.format(first=first)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return [line for line in done.stdout.splitlines() if line.startswith(("loaded", "after"))]
 
