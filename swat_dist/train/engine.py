@@ -98,6 +98,7 @@ def init_distributed(env: DistEnv, device: torch.device) -> None:
     ).items():  # fmt: skip
         _exported.setdefault(key, os.environ.get(key))
         os.environ[key] = str(value)
+    _forget_deepspeed_groups()
     deepspeed.init_distributed(
         dist_backend="nccl" if device.type == "cuda" else "gloo",
         init_method=f"tcp://{env.master_addr}:{port}",
@@ -106,6 +107,16 @@ def init_distributed(env: DistEnv, device: torch.device) -> None:
         timeout=timedelta(minutes=30),
         verbose=False,
     )
+
+
+def _forget_deepspeed_groups() -> None:
+    """Drop the groups DeepSpeed cached in an earlier group's life in this process (its clone of WORLD, the
+    data-parallel group): torch's teardown leaves them naming destroyed groups, and the next engine built in
+    the same process (tests, notebooks) failed in its first broadcast ("Group ... is not registered").
+    DeepSpeed's own destroy_process_group does the same; this DeepSpeed version keeps it private."""
+    release = getattr(getattr(deepspeed.utils, "groups", None), "_release_process_group_references", None)
+    if release is not None:
+        release(None)
 
 
 def destroy(failed: bool = False) -> None:
