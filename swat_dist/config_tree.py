@@ -97,10 +97,10 @@ class DataConfig(Node):
 
     def _device_check(self) -> None:
         """What the device pipeline reads and implements of the recipe (swat_dist.data.pixels.device_plan)."""
-        if self.format not in ("folder", "wds"):
+        if self.format == "synthetic":
             raise ConfigError(
-                f"data.augment_on 'device' reads encoded JPEG bytes: data.format must be folder or wds, not "
-                f"{self.format!r} (FFCV's device mode is a later step)"
+                "data.augment_on 'device' executes a recipe on stored images: data.format must be folder, wds "
+                "or ffcv, not 'synthetic' (its random pixels need no augmentation)"
             )
         self._need("train_interpolation", self.train_interpolation in ("random", "bilinear", "bicubic"),
                    "must be random, bilinear or bicubic with data.augment_on 'device'")  # fmt: skip

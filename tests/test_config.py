@@ -217,10 +217,8 @@ RULES = [
     (["data.auto_augment=''"], "data.auto_augment must be a timm policy string or null", ["data.auto_augment=null"]),
     (["data.synthetic_classes=1001"], "data.synthetic_classes (1001) must be <= model.num_classes (1000)",
      ["data.synthetic_classes=1000"]),
-    (["data.augment_on=device"], "data.augment_on 'device' reads encoded JPEG bytes: data.format must be folder or "
-     "wds, not 'synthetic'", ["data.augment_on=device", "data.format=wds", "data.path=/x"]),
-    (["data.augment_on=device", "data.format=ffcv", "data.path=/x"], "(FFCV's device mode is a later step)",
-     ["data.augment_on=loader", "data.format=ffcv", "data.path=/x"]),
+    (["data.augment_on=device"], "data.augment_on 'device' executes a recipe on stored images: data.format must be "
+     "folder, wds or ffcv, not 'synthetic'", ["data.augment_on=device", "data.format=ffcv", "data.path=/x"]),
     (["data.augment_on=device", "data.format=wds", "data.path=/x", "task=segment"],
      "data.augment_on 'device' runs the classification recipe: task segment needs 'loader'",
      ["data.format=wds", "data.path=/x", "task=segment"]),

@@ -25,6 +25,17 @@ def options(fmt: str, **kw: object) -> ConvertOptions:
     return ConvertOptions(**{**base, **kw})  # type: ignore[arg-type]
 
 
+@pytest.fixture(scope="module")
+def no_jit():
+    """FFCV's pipelines uncompiled for a test module (``pytestmark = pytest.mark.usefixtures("no_jit")``): numba
+    compiles each pipeline in 10-30 s here, the same code runs as Python in milliseconds on tiny images."""
+    from swat_dist.data.sources.ffcv import set_jit  # here: importing ffcv costs seconds, most modules need none
+
+    set_jit(False)
+    yield
+    set_jit(True)
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Entry]]:
     root = tmp_path_factory.mktemp("corpus") / "src"

@@ -21,16 +21,11 @@ from swat_dist.cli import main
 from swat_dist.data.convert.base import ConvertOptions
 from swat_dist.data.convert.front import convert
 from swat_dist.data.loaders.ffcv_loader import BetonSplit, FfcvTrainLoader, FfcvValLoader
-from swat_dist.data.sources.ffcv import Beton, set_jit
+from swat_dist.data.sources.ffcv import Beton
 
 from .helpers import write_id_folder
 
-
-@pytest.fixture(scope="module", autouse=True)
-def no_jit():
-    set_jit(False)
-    yield
-    set_jit(True)
+pytestmark = pytest.mark.usefixtures("no_jit")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -39,11 +39,7 @@ def _convert(src, dst):
     return dst
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_jit():
-    set_jit(False)
-    yield
-    set_jit(True)
+pytestmark = pytest.mark.usefixtures("no_jit")  # conftest.py
 
 
 @pytest.fixture(scope="module")

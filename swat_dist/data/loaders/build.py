@@ -73,14 +73,21 @@ def _sources(data: DataConfig, img_size: int, ev: dict[str, Any], num_classes: i
 
 
 def _ffcv_loaders(
-    data: DataConfig, size: int, ev: dict[str, Any], world_size: int, rank: int, seed: int
+    data: DataConfig, size: int, ev: dict[str, Any], num_classes: int, world_size: int, rank: int, seed: int
 ) -> tuple[TrainLoader, ValLoader, list[str]]:
-    """FFCV's own decode/crop pipeline with our plan and seeds (:mod:`.ffcv_loader`); colour ops as timm's."""
+    """FFCV's own decode/crop pipeline with our plan and seeds (:mod:`.ffcv_loader`); colour ops as timm's,
+    or (``data.augment_on: device``) planned here and run on the device."""
     from .ffcv_loader import BetonSplit, FfcvTrainLoader, FfcvValLoader
 
     assert data.path is not None
     train_split, val_split = BetonSplit(data.path, "train"), BetonSplit(data.path, "val")
-    colour = colour_transform(size, data.auto_augment, data.color_jitter, data.train_interpolation, ev["mean"])
+    colour = planner = None
+    if data.augment_on == "device":
+        from ..pixels.device_plan import Planner
+
+        planner = Planner(recipe(data, size, ev, num_classes))
+    else:
+        colour = colour_transform(size, data.auto_augment, data.color_jitter, data.train_interpolation, ev["mean"])
     train = FfcvTrainLoader(
         train_split,
         world_size=world_size,
@@ -93,6 +100,7 @@ def _ffcv_loaders(
         ratio=data.ratio,
         hflip=data.hflip,
         colour=colour,
+        planner=planner,
     )
     val = FfcvValLoader(
         val_split,
@@ -165,7 +173,7 @@ def build_loaders(
     size = img_size or int(model_cfg.get("input_size", (3, 224, 224))[-1])
     ev = resolve_eval(data, model_cfg)
     if data.format == "ffcv":
-        train, val, classes = _ffcv_loaders(data, size, ev, world_size, rank, seed)
+        train, val, classes = _ffcv_loaders(data, size, ev, num_classes, world_size, rank, seed)
     else:
         train, val, classes = _planned_loaders(data, size, ev, num_classes, world_size, rank, seed)
     if len(classes) > num_classes:

@@ -12,6 +12,11 @@ numba threads (``data.workers`` of them, at most the core count), ahead of the c
   per-sample seed the other backends use, in ``workers`` forked processes (in-process for 0). Not in a
   thread: timm draws from the global ``random`` / numpy / torch RNGs, which a thread would race with the
   trainer's own draws (mixup, erasing). Batches travel to them and back by pickle (~10 MB per 64 images).
+- **Device mode** (``data.augment_on: device``, a ``planner``) - FFCV still decodes, crops, resizes and flips;
+  the colour stage is not run here but planned: each sample's RandAugment and erasing draws, made from the
+  state loader mode's colour stage starts from, and the batch's mixup/cutmix, go with the crops as a
+  :class:`~swat_dist.data.pixels.device_pipeline.CroppedBatch` for the device to execute. The planning runs
+  in the consumer (global RNGs; ~0.1-0.2 ms per image), where the colour processes would otherwise run.
 - **Val** - resize + centre crop from crop_pct, folded into one crop-and-resize; :func:`.plan.val_batches`
   with :data:`.plan.PAD` entries as in :class:`.loader.ValLoader` (decoded as sample 0, then blanked).
 
@@ -27,6 +32,7 @@ from collections.abc import Iterator
 from functools import partial
 from multiprocessing.pool import Pool
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,8 +40,12 @@ from PIL import Image
 
 from ..pixels.ffcv_crop import centre_crop, random_resized_crop, sample_keys
 from ..pixels.transforms import Colour
-from .loader import Batch, TrainLoader, ValLoader, sample_seed, seed_everything
-from .plan import PAD, val_batches
+from .encoded import Planning, mix_seed
+from .loader import Batch, TrainBatch, TrainLoader, ValLoader, sample_seed, seed_everything
+from .plan import PAD, sample_position, val_batches
+
+if TYPE_CHECKING:  # loader mode never loads the device pipeline
+    from ..pixels.device_pipeline import CroppedBatch
 
 
 class BetonSplit:
@@ -86,14 +96,21 @@ class FfcvTrainLoader(TrainLoader):
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         hflip: float = 0.5,
         colour: Colour | None = None,
+        planner: Planning | None = None,
     ) -> None:
+        """``planner`` (``data.augment_on: device``): hand over FFCV's crops with each sample's plan for the
+        rest of the recipe (:class:`~swat_dist.data.pixels.device_pipeline.CroppedBatch`) instead of
+        running ``colour`` here."""
         from ..sources.ffcv import BetonStream
+
+        if planner is not None and colour is not None:
+            raise ValueError("the colour stage runs on the device with a planner: pass one of colour, planner")
 
         # the plan only needs len(split); FFCV does the loading, so no DataLoader (TrainLoader.__init__)
         self._init_plan(split, world_size, rank, batch_size, seed, shard_sizes=None, shard_group=1)  # type: ignore[arg-type]
         self._crop_epoch = 0  # the epoch of the batches FFCV is making (its thread reads it)
         self._crop = partial(random_resized_crop, scale=scale, ratio=ratio, hflip=hflip)
-        self._colour = colour
+        self._colour, self._planner = colour, planner
         self._stream = BetonStream(split.path, size, batch_size, workers, self._ids, self._params)
         # timm's colour ops are PIL code on global RNGs: run them in `workers` processes, as the other
         # backends do. Forked at construction, before this loader's FFCV thread starts; the children run
@@ -122,7 +139,20 @@ class FfcvTrainLoader(TrainLoader):
         # the processes send copies back: gather them into a page-locked batch like the crop stage's
         return np.concatenate(self._pool.map(_colour_chunk, tasks), out=host_batch(images.shape))
 
-    def __iter__(self) -> Iterator[Batch]:
+    def _planned(self, images: torch.Tensor, ids: np.ndarray, epoch: int) -> CroppedBatch:
+        """FFCV's crops with the plan of the rest of the recipe: each sample's draws from the state its
+        colour stage starts from in loader mode; mixup/cutmix from the micro-batch's global position."""
+        from ..pixels.device_pipeline import CroppedBatch
+
+        assert self._planner is not None
+        plans = []
+        for i in ids.tolist():
+            seed_everything(sample_seed(self.seed, epoch, i))
+            plans.append(self._planner.cropped())
+        position = sample_position(self.step, self.world_size, self.rank, self.batch_size)
+        return CroppedBatch(images, self._planner.batch(plans, mix_seed(self.seed, epoch, position)))
+
+    def __iter__(self) -> Iterator[TrainBatch]:
         epoch, planned = self.epoch, self.plan().batches(self.step)
         if planned:
             self._crop_epoch = epoch
@@ -132,8 +162,9 @@ class FfcvTrainLoader(TrainLoader):
                     if self._colour is not None:
                         images = self._colour_batch(images, ids, epoch)
                     x = torch.from_numpy(images)  # a fresh array (ffcv._CropStage), not a reused buffer
+                    out = self._planned(x, ids, epoch) if self._planner is not None else x
                     self.step += 1  # counted when handed over, as in TrainLoader
-                    yield x, torch.from_numpy(labels.astype(np.int64))  # a copy of FFCV's reused buffer
+                    yield out, torch.from_numpy(labels.astype(np.int64))  # a copy of FFCV's reused buffer
             finally:
                 stream.close()  # stops FFCV's thread if we stopped early
         self.epoch, self.step = self.epoch + 1, 0

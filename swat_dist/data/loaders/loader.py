@@ -37,11 +37,12 @@ from .plan import (
 )
 
 if TYPE_CHECKING:  # imported where used: loader mode never loads the device pipeline (torchvision.io, timm ops)
-    from ..pixels.device_pipeline import EncodedBatch
+    from ..pixels.device_pipeline import CroppedBatch, EncodedBatch
 
 Batch = tuple[Tensor, Tensor]
-# what a train loader hands over: uint8 images (loader mode) or bytes + plans (device mode), and labels
-TrainBatch = tuple["Tensor | EncodedBatch", Tensor]
+# what a train loader hands over: uint8 images (loader mode) or bytes + plans (device mode; FFCV's crops +
+# plans), and labels
+TrainBatch = tuple["Tensor | EncodedBatch | CroppedBatch", Tensor]
 Key = tuple[int, list[int], int]  # (epoch, sample ids, the batch's global position in the epoch's order)
 
 

@@ -1,5 +1,6 @@
 """The device half of ``data.augment_on: device``: encoded bytes + a :class:`.device_plan.BatchPlan` -> a
-normalised, augmented batch with soft targets, on whole batches, with no host sync.
+normalised, augmented batch with soft targets, on whole batches, with no host sync. FFCV's device mode
+hands over its uint8 crops instead (:class:`CroppedBatch`): decode and resize are skipped, the rest runs.
 
 Stages: decode (``torchvision.io.decode_jpeg`` on the list: nvJPEG on CUDA, libjpeg-turbo on CPU; members
 decoded on the worker join as they are) -> crop + resize + flip as two batched matmuls -> RandAugment, one
@@ -54,6 +55,18 @@ class EncodedBatch:
         # JPEG bytes are read by the decoder from host memory wherever it runs: not worth pinning
         decoded = {i: t.pin_memory() for i, t in self.decoded.items()}
         return replace(self, decoded=decoded, plan=self.plan.pin_memory())
+
+
+@dataclass
+class CroppedBatch:
+    """What FFCV's device mode hands over: uint8 (B, 3, S, S) crops FFCV decoded, cropped, resized and flipped
+    in its threads, and the batch's plan for the rest (:meth:`.device_plan.Planner.cropped`)."""
+
+    images: Tensor
+    plan: BatchPlan
+
+    def pin_memory(self) -> CroppedBatch:
+        return replace(self, images=self.images.pin_memory(), plan=self.plan.pin_memory())
 
 
 def _mul32(h: Tensor, c: int) -> Tensor:
@@ -159,11 +172,15 @@ class DevicePipeline:
         out = _round8(torch.bmm(wy, rows))  # (n, S, 3*S)
         return out.view(n, size, 3, size).permute(0, 2, 1, 3)
 
-    def pixels(self, batch: EncodedBatch, device: torch.device | str) -> Tensor:
-        """Decode, crop, resize, flip, RandAugment: float (B, 3, S, S) holding uint8 values."""
+    def pixels(self, batch: EncodedBatch | CroppedBatch, device: torch.device | str) -> Tensor:
+        """Decode, crop, resize, flip (FFCV's batches arrive cropped), RandAugment: float (B, 3, S, S) holding
+        uint8 values."""
         device = torch.device(device)
         plan = batch.plan.to(device)
-        x = self.resized_crops(self.decode(batch, device), plan)
+        if isinstance(batch, CroppedBatch):
+            x = batch.images.to(device, non_blocking=True).float()
+        else:
+            x = self.resized_crops(self.decode(batch, device), plan)
         for step in plan.steps:
             done = apply_op(step.name, x.index_select(0, step.index), step.args, step.bicubic, self.fill)
             x = x.index_copy(0, step.index, done)
@@ -181,7 +198,9 @@ class DevicePipeline:
         sub = x.index_select(0, plan.erase_index)
         return x.index_copy(0, plan.erase_index, torch.where(inside, noise, sub))
 
-    def __call__(self, batch: EncodedBatch, labels: Tensor, device: torch.device | str) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, batch: EncodedBatch | CroppedBatch, labels: Tensor, device: torch.device | str
+    ) -> tuple[Tensor, Tensor]:
         """-> (normalised float (B, 3, S, S), soft targets (B, num_classes)), both on ``device``."""
         device = torch.device(device)
         plan = batch.plan.to(device)

@@ -226,19 +226,29 @@ class Planner:
     def sample(self, width: int, height: int) -> SamplePlan:
         r = self.recipe
         # timm reads only the size: a zero-storage tensor of that shape stands in for the image
-        crop = self._rrc.get_params(torch.empty(()).expand(height, width), r.scale, r.ratio)
+        top, left, h, w = self._rrc.get_params(torch.empty(()).expand(height, width), r.scale, r.ratio)
         interp = self._rrc.interpolation
         interp = random.choice(interp) if isinstance(interp, (tuple, list)) else interp
         flip = bool(torch.rand(1) < r.hflip) if r.hflip > 0 else False  # torchvision's RandomHorizontalFlip
+        return self._colour(width, height, (top, left, h, w), interp == InterpolationMode.BICUBIC, flip)
+
+    def cropped(self) -> SamplePlan:
+        """The plan of an image already cropped, resized and flipped to ``img_size`` (FFCV does that in its
+        threads, from its own seeds): the draws of timm's colour stage (what ``colour_transform`` draws
+        from the same state in loader mode), then erasing. Its crop is the whole image, unflipped."""
+        size = self.recipe.img_size
+        return self._colour(size, size, (0, 0, size, size), False, False)
+
+    def _colour(
+        self, width: int, height: int, crop: tuple[int, int, int, int], bicubic: bool, flip: bool
+    ) -> SamplePlan:
+        """The draws after crop and flip: RandAugment, the erasing box, the noise seed."""
         ops: list[OpDraw] = []
         if self._ra is not None:
             drawn = self._ra([])  # timm's RandAugment.__call__: np.random.choice of ops, then each op
             ops = [OpDraw(i, d[0], d[1], d[2], d[3]) for i, d in enumerate(drawn) if d is not None]
-        erase = self._erase_box() if r.reprob > 0 else None
-        return SamplePlan(
-            width, height, tuple(crop), interp == InterpolationMode.BICUBIC, flip, tuple(ops), erase,
-            random.getrandbits(63),
-        )  # fmt: skip
+        erase = self._erase_box() if self.recipe.reprob > 0 else None
+        return SamplePlan(width, height, crop, bicubic, flip, tuple(ops), erase, random.getrandbits(63))
 
     def _erase_box(self) -> tuple[int, int, int, int] | None:
         """timm's ``RandomErasing._erase`` rules for one box (count 1, area 0.02-1/3, aspect 0.3-1/0.3)."""
