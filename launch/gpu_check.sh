@@ -99,7 +99,7 @@ check() {
     | tee -a "$out/gpu_tests.txt" || true
   echo "[gpu_check] gpu tests done at $(( $(date +%s) - start )) s"
   # issue 25: the device pipeline (nvJPEG decode + the whole recipe) at batch 256 on ImageNet-sized JPEGs
-  timeout 90 "$py" launch/gpu_device_pipeline.py --out "$out/device_pipeline" ${dry:+--dry} 2>&1 | tail -n 6 || true
+  timeout 90 "$py" launch/gpu_device_pipeline.py --out "$out/device_pipeline" ${dry:+--dry} 2>&1 | tail -n 8 || true
   # the trainer as users run it (default bf16 engine, full recipe): images/s, MFU, data wait, peak memory for
   # DeiT-S / Swin-T / Mixer-S, SWAT and baseline; resume on the device; UperNet + BatchNorm through DeepSpeed
   # (--dry: the carried DeepSpeed JIT-builds its CPU communication op in the first run, ~60-120 s here)

@@ -74,12 +74,14 @@ def measure(out: Path, dry: bool) -> str:
 
 
 def _cropped_rate(pipeline: DevicePipeline, made: list, device: torch.device, sync: Callable[[], None]) -> float:
-    """The device side of FFCV's device mode: the same batches as uint8 crops (cropped here on the CPU, as
-    FFCV's threads would hand them over) with plans drawn by ``Planner.cropped``; images/s on ``device``."""
-    planner, cpu = Planner(pipeline.recipe), torch.device("cpu")
+    """The device side of FFCV's device mode: the same batches as uint8 crops in host memory (cropped on the
+    device, untimed, then copied back, as FFCV's threads would hand them over) with plans drawn by
+    ``Planner.cropped``; images/s on ``device``."""
+    planner = Planner(pipeline.recipe)
     batches = []
     for k, (encoded, labels) in enumerate(made):
-        crops = pipeline.resized_crops(pipeline.decode(encoded, cpu), encoded.plan).to(torch.uint8)
+        plan = encoded.plan.to(device)
+        crops = pipeline.resized_crops(pipeline.decode(encoded, device), plan).to(torch.uint8).cpu()
         plans = []
         for i in range(len(labels)):
             seed_everything(sample_seed(0, 0, k * len(labels) + i))
