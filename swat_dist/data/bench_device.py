@@ -2,11 +2,15 @@
 
 Measured side by side in one run, in-process (``workers=0``), as images per CPU-second of this process
 (``time.process_time``: every thread counted, so it is a per-core figure even where FFCV's decoding thread
-runs beside the consumer). For wds and folder, "loader" = today's worker (read, PIL decode,
-random-resized-crop + flip, RandAugment), "device" = the device mode's worker (read the bytes, open the JPEG
-header, draw the plan). For ffcv, "loader" = FFCV's decode + crop + flip and timm's RandAugment in the consumer,
-"device" = FFCV's decode + crop + flip and the plan of the rest (FFCV's device mode keeps its decode). Their
-ratio is the worker-side saving. The device side - decode, crop, RandAugment, erasing, mixup on whole batches
+runs beside the consumer) and of its child processes. FFCV is measured twice: in-process, and with 1
+worker, as training runs it with ``data.workers >= 1`` (loader mode's colour stage then runs in a forked
+process, the batches pickled to it and back: a cost device mode does not have).
+
+For wds and folder, "loader" = today's worker (read, PIL decode, random-resized-crop + flip, RandAugment),
+"device" = the device mode's worker (read the bytes, open the JPEG header, draw the plan). For ffcv,
+"loader" = FFCV's decode + crop + flip and timm's RandAugment, "device" = FFCV's decode + crop + flip and
+the plan of the rest (FFCV's device mode keeps its decode). Their ratio is the worker-side saving. The
+device side - decode, crop, RandAugment, erasing, mixup on whole batches
 (:class:`~swat_dist.data.pixels.device_pipeline.DevicePipeline`) - is timed here on this machine's CPU,
 which says only that it runs; on a GPU it is a different number. The projection: cores a GPU needs to be
 fed N images/s = N / (a worker's images per CPU-second).
@@ -14,6 +18,7 @@ fed N images/s = N / (a worker's images per CPU-second).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -38,20 +43,33 @@ from .sources.wds import WdsSource
 
 POLICY = "rand-m9-mstd0.5-inc1"
 FEEDS = (1_600, 8_000)  # images/s of one H100 on a ViT-S-sized model: eager, compiled (issue 25)
-BACKENDS = ("wds", "folder", "ffcv")
 
 
 def _recipe(crop: int) -> Recipe:
     return Recipe(img_size=crop, num_classes=10, auto_augment=POLICY, reprob=0.25, mixup=0.8, cutmix=1.0)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process (all its threads) and of its live child processes (FFCV's colour processes;
+    read from /proc: their time is not in ours until they are reaped)."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for child in multiprocessing.active_children():
+        try:
+            stat = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone, or no /proc (not Linux): its time is not counted
+            continue
+        total += (int(stat[11]) + int(stat[12])) / tick  # utime, stime: fields 14 and 15 of proc(5)
+    return total
+
+
 def _rate(loader: TrainLoader, epochs: int) -> float:
-    """Images per CPU-second of this process over ``epochs`` epochs (warm the loader first)."""
-    start, images = time.process_time(), 0
+    """Images per CPU-second of this process and its children over ``epochs`` epochs (warm the loader first)."""
+    start, images = _cpu_seconds(), 0
     for _ in range(epochs):
         for _, y in loader:
             images += len(y)
-    return images / (time.process_time() - start)
+    return images / (_cpu_seconds() - start)
 
 
 def _device_rate(loader: TrainLoader, recipe: Recipe, batches: int) -> float:
@@ -96,10 +114,13 @@ def _makers(root: Path, images: int, batch: int, size: int, crop: int) -> dict[s
     makers = {
         name: {"loader": planned(src, None), "device": planned(src, Planner(recipe))} for name, src in sources.items()
     }
-    makers["ffcv"] = {
-        "loader": lambda: FfcvTrainLoader(split, size=crop, colour=colour, **kw),
-        "device": lambda: FfcvTrainLoader(split, size=crop, planner=Planner(recipe), **kw),
-    }
+
+    def beton(workers: int, device: bool) -> Callable[[], TrainLoader]:
+        stages: dict[str, Any] = dict(planner=Planner(recipe)) if device else dict(colour=colour)
+        return lambda: FfcvTrainLoader(split, size=crop, **(kw | dict(workers=workers) | stages))
+
+    for name, workers in (("ffcv", 0), ("ffcv, 1 worker", 1)):  # 1: loader mode's colour stage in a process
+        makers[name] = {"loader": beton(workers, False), "device": beton(workers, True)}
     return makers
 
 
@@ -142,9 +163,11 @@ def render_device(rows: Rows, device: dict[str, float], images: int, batch: int,
         f"### Loader worker cost, augment_on loader vs device, {stamp}",
         "",
         f"Machine: {machine()}. {images} synthetic {size} px JPEGs, crop 224, batch {batch}, the recipe "
-        f"{POLICY} + erasing 0.25 + mixup/cutmix; one process (workers=0), images per CPU-second of the "
-        f"process (FFCV's decoding thread included); median of {rounds} alternating rounds after an untimed "
-        f"epoch, ratio paired per round; load average {os.getloadavg()[0]:.1f} (1 min) at the end.",
+        f"{POLICY} + erasing 0.25 + mixup/cutmix; one process (workers=0; ffcv, 1 worker: FFCV's 1 thread "
+        "and loader mode's colour stage in 1 process, as training runs it with data.workers >= 1), images "
+        "per CPU-second of the process and its children (FFCV's decoding thread included); median of "
+        f"{rounds} alternating rounds after an untimed epoch, ratio paired per round; load average "
+        f"{os.getloadavg()[0]:.1f} (1 min) at the end.",
         "",
         "| per core | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
