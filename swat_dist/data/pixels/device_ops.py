@@ -21,7 +21,7 @@ How each op matches PIL 12 (Geometry.c, Filter.c, ImagingBlend, ImageOps), and w
   matmul (TF32 would move coordinates by ~0.1 px). Bilinear: the same filter, float32 instead of
   double. Bicubic: PIL's transform filter is Keys' a = -1 cubic (not Resample.c's a = -0.5 that resize
   uses), torch's grid_sample bicubic a = -0.75: that measured 0.56 of a level off on average, 12 at most.
-  So bicubic is PIL's cubic as 9 bilinear fetches per pixel in the one grid_sample (``_bicubic``): the
+  So bicubic is PIL's cubic as 9 bilinear fetches per pixel in one grid_sample (:mod:`.device_affine`): the
   table's numbers, at ~30x torch's bicubic time on this CPU (788 vs 26 ms for 16 x 224^2, one thread).
 
 Measured against timm's PIL ops (Pillow 12.3) on tests/data/test_device_ops.py's photos (160x120) and digit
@@ -47,21 +47,14 @@ exact integers at k - 1e-13 and truncates them to k - 1, float32 does not.)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-_POINT_OPS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {}
-_AFFINE_OPS: dict[str, Callable[[Tensor, int, int], list[Tensor]]] = {}
+from .device_affine import AFFINE_OPS, affine
 
-# Added to a filtered value before PIL's truncation: float32 sampling lands ~1e-5 below integers that PIL
-# (in double) hits exactly or from above - every pixel of a whole-pixel shift or an identity. Without it
-# 6.9% of pixels came out one level low even at magnitude 0; with it, a pixel differs from PIL by one level
-# only where PIL's own double rounding puts an exact value just below k (worst case 5.2% of pixels).
-_TRUNC_EPS = 1.0 / 64
+_POINT_OPS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {}
 
 
 def apply_op(name: str, x: Tensor, arg: Tensor, bicubic: bool, fill: tuple[int, ...]) -> Tensor:
@@ -76,7 +69,7 @@ def apply_op(name: str, x: Tensor, arg: Tensor, bicubic: bool, fill: tuple[int, 
         return x.clone()
     if name in _POINT_OPS:
         return _POINT_OPS[name](x, arg.to(x.dtype))
-    return _affine(x, _AFFINE_OPS[name](arg.to(torch.float32), x.shape[3], x.shape[2]), bicubic, fill)
+    return affine(x, AFFINE_OPS[name](arg.to(torch.float32), x.shape[3], x.shape[2]), bicubic, fill)
 
 
 def _check(name: str, x: Tensor, arg: Tensor, fill: tuple[int, ...]) -> None:
@@ -208,81 +201,6 @@ def _sharpness(x: Tensor, factor: Tensor) -> Tensor:
     return _blend(_smooth(x), x, factor)
 
 
-# ---- geometric ops: PIL's AFFINE data (a, b, c, d, e, f): source = (a X + b Y + c, d X + e Y + f) -----
-
-
-def _rotate(deg: Tensor, w: int, h: int) -> list[Tensor]:
-    # Image.rotate(deg) about (w/2, h/2): source = R(-deg) (X - cx, Y - cy) + (cx, cy) in image axes (y down).
-    rad = deg * (math.pi / 180)
-    cos, sin = torch.cos(rad), torch.sin(rad)
-    cx, cy = w / 2, h / 2
-    return [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy]
-
-
-def _unit(
-    t: Tensor, b: Tensor | float = 0.0, c: Tensor | float = 0.0, d: Tensor | float = 0.0, f: Tensor | float = 0.0
-) -> list[Tensor]:
-    """PIL's affine data (1, b, c, d, 1, f), each a tensor shaped like t: shears and translations."""
-    zero = torch.zeros_like(t)
-    return [zero + 1, zero + b, zero + c, zero + d, zero + 1, zero + f]
-
-
-def _affine(x: Tensor, coeffs: list[Tensor], bicubic: bool, fill: tuple[int, ...]) -> Tensor:
-    n, _, h, w = x.shape
-    a, b, c, d, e, f = (v.view(n, 1, 1) for v in coeffs)
-    px = torch.arange(w, device=x.device, dtype=torch.float32).view(1, 1, w) + 0.5
-    py = torch.arange(h, device=x.device, dtype=torch.float32).view(1, h, 1) + 0.5
-    sx = a * px + b * py + c  # source point in PIL pixel units, (n, h, w)
-    sy = d * px + e * py + f
-    inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
-    if bicubic:
-        out = _bicubic(x, sx, sy)
-    else:  # align_corners=False: normalised -1 / 1 are the outer edges, pixel centres at +0.5: PIL's frame
-        grid = torch.stack((2 * sx / w - 1, 2 * sy / h - 1), dim=3)
-        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    out = torch.floor(out.clamp(0, 255) + _TRUNC_EPS).clamp(max=255)
-    # new_full per channel: a fill kernel on the device, where torch.tensor(fill, device=...) would copy
-    # from pageable host memory (a stream sync on CUDA).
-    colour = torch.cat([x.new_full((1, 1, 1, 1), float(v)) for v in fill], dim=1)
-    return torch.where(inside.unsqueeze(1), out, colour)
-
-
-def _cubic_weights(t: Tensor) -> list[Tensor]:
-    """PIL Geometry.c's cubic (Keys' a = -1) weights of the taps at -1, 0, 1, 2 for a fraction t past tap 0."""
-    t2 = t * t
-    t3 = t2 * t
-    return [2 * t2 - t - t3, 1 - 2 * t2 + t3, t + t2 - t3, t3 - t2]
-
-
-def _bicubic(x: Tensor, sx: Tensor, sy: Tensor) -> Tensor:
-    """PIL's bicubic transform filter at source points (sx, sy) (n, h, w), as ONE bilinear grid_sample.
-
-    PIL's a = -1 weights per axis are (-, +, +, -) over taps -1, 0, 1, 2, so the middle pair is one linear
-    fetch at 0 + w2 / (w1 + w2) (w1 + w2 = 1 + t - t^2 >= 1) and the outer taps are fetches at whole
-    pixels: 3 x 3 bilinear fetches, weighted. Border padding clamps each fetch as PIL clamps each tap.
-    Cost: a 9x transient of the samples (grid, fetches) and ~10 extra elementwise kernels.
-    """
-    n, c, h, w = x.shape
-    gx, wx = _fetches(sx - 0.5, w)  # PIL's tap coordinates: tap i sits at i
-    gy, wy = _fetches(sy - 0.5, h)
-    # A pixel's 9 fetches side by side in the output row: each fetch reads near the previous one.
-    shape = (n, h, w, 3, 3)  # (y fetch, x fetch)
-    grid = torch.stack((gx.unsqueeze(3).expand(shape), gy.unsqueeze(4).expand(shape)), dim=5).view(n, h, 9 * w, 2)
-    fetched = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    weights = (wy.unsqueeze(4) * wx.unsqueeze(3)).view(n, 1, h, w, 9)
-    return (fetched.view(n, c, h, w, 9) * weights).sum(dim=4)
-
-
-def _fetches(f: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Tap coordinates f (n, h, w) -> 3 normalised fetch positions and their weights, (n, h, w, 3) each."""
-    start = torch.floor(f)
-    w0, w1, w2, w3 = _cubic_weights(f - start)
-    pair = w1 + w2
-    where = torch.stack((start - 1, start + w2 / pair, start + 2), dim=3)
-    # align_corners=False: normalised -1 / 1 are the outer edges, tap i at (i + 0.5) / size.
-    return (2 * where + 1) / size - 1, torch.stack((w0, pair, w3), dim=3)
-
-
 _POINT_OPS.update(
     AutoContrast=_autocontrast,
     Equalize=_equalize,
@@ -301,13 +219,5 @@ _POINT_OPS.update(
     Sharpness=_sharpness,
     SharpnessIncreasing=_sharpness,
 )
-_AFFINE_OPS.update(
-    Rotate=_rotate,
-    ShearX=lambda f, w, h: _unit(f, b=f),
-    ShearY=lambda f, w, h: _unit(f, d=f),
-    TranslateXRel=lambda pct, w, h: _unit(pct, c=pct * w),
-    TranslateYRel=lambda pct, w, h: _unit(pct, f=pct * h),
-)
-
-OPS: frozenset[str] = frozenset(_POINT_OPS) | frozenset(_AFFINE_OPS)
+OPS: frozenset[str] = frozenset(_POINT_OPS) | frozenset(AFFINE_OPS)
 """The timm RandAugment op names apply_op executes (timm's _RAND_TRANSFORMS and _RAND_INCREASING_TRANSFORMS)."""
