@@ -237,8 +237,12 @@ def derived(cfg: Config, world_size: int) -> Derived:
 
 
 def config_hash(cfg: Config) -> str:
-    """First 12 hex digits of the sha256 of the tree's canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    """First 12 hex digits of the sha256 of the tree's canonical JSON (sorted keys, no spaces), credentials
+    replaced by ``***`` first (tracking/redact.py's rules): a password is no part of what a run is, and a run
+    resumed from its saved config.yaml (which holds ``***``) must keep the hash it started with."""
+    from .tracking.redact import redact_tree  # re and typing only: tracking's package imports nothing heavy
+
+    text = json.dumps(redact_tree(to_dict(cfg)), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -262,8 +266,8 @@ def save_config(cfg: Config, run_dir: str | Path, redact: Callable[[Any], Any] |
     """Write ``run_dir/config.yaml``: the resolved tree (loads back to an equal config), hash in its header.
 
     ``redact`` (the run passes tracking's ``redact_tree``) replaces credentials in the tree first: the file
-    then loads back to the config less its secrets, which a run takes from the environment again. The
-    header keeps the hash of the config as given."""
+    then loads back to the config less its secrets, which a run takes from the environment again, and to the
+    same hash (the hash is of the config less its secrets)."""
     tree = to_dict(cfg) if redact is None else redact(to_dict(cfg))
     path = Path(run_dir) / "config.yaml"
     atomic_write(path, f"# swat_dist resolved config; config_hash: {config_hash(cfg)}\n{_dump(tree)}")

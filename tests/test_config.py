@@ -29,6 +29,7 @@ from swat_dist.config import (
 from swat_dist.config_cli import add_config_parser
 from swat_dist.config_timm import DIRECT, IGNORED, KNOWN, NEWER_DEFAULTS, ONLY_DEFAULT, SPECIAL, TIMM_DEFAULTS
 from swat_dist.config_types import leaf_paths
+from swat_dist.tracking.redact import redact_tree
 
 SYN = "data.format=synthetic"
 
@@ -455,6 +456,16 @@ def test_hash_is_stable_across_spellings_and_sensitive_to_every_change(tmp_path)
     changed += ["tracking.uri=http://x", "data.batch_size=64", "sched.cooldown_epochs=0", "ema.enabled=true"]
     hashes = {config_hash(cfg(o)) for o in changed}
     assert h not in hashes and len(hashes) == len(changed)
+
+
+def test_hash_leaves_out_credentials_so_a_saved_config_resumes_with_the_same_hash(tmp_path):
+    given = cfg("tracking.uri=http://alice:s3cret@mlflow:5000")
+    saved = save_config(given, tmp_path, redact=redact_tree)
+    assert "s3cret" not in saved.read_text() and f"config_hash: {config_hash(given)}" in saved.read_text()
+    reloaded = load_config([saved], [])
+    assert reloaded.tracking.uri == "http://alice:***@mlflow:5000" and config_hash(reloaded) == config_hash(given)
+    assert config_hash(cfg("tracking.uri=http://alice:rotated@mlflow:5000")) == config_hash(given)
+    assert config_hash(cfg("tracking.uri=http://alice:s3cret@other:5000")) != config_hash(given)  # the server counts
 
 
 def test_round_trips(tmp_path):
