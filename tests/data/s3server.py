@@ -12,9 +12,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 from swat_dist.data.sources.location import S3Location
 from swat_dist.data.sources.object_store import ObjectStore
@@ -48,19 +48,9 @@ class S3Server:
             "AWS_SHARED_CREDENTIALS_FILE": str(self.folder / "no-aws-credentials"),
         }
 
-    @contextlib.contextmanager
-    def environ(self) -> Iterator[None]:
+    def environ(self) -> contextlib.AbstractContextManager:
         """Its variables set in ``os.environ`` while the block runs, the previous values (or none) after."""
-        saved = {k: os.environ.get(k) for k in self.env()}
-        os.environ.update(self.env())
-        try:
-            yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        return mock.patch.dict(os.environ, self.env())
 
     def stop(self) -> None:
         """End the server's whole process group: TERM, then KILL after 10 s."""
