@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from swat_dist.data.loaders.loader import TrainLoader, sample_seed, seed_everything
+from swat_dist.data.loaders.loader import TrainLoader
+from swat_dist.data.loaders.seeds import sample_seed, seed_everything
 from swat_dist.data.pixels.device_pipeline import CroppedBatch, DevicePipeline
 from swat_dist.data.pixels.device_plan import Planner, Recipe
 from swat_dist.data.pixels.transforms import eval_transform, train_transform

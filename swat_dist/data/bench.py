@@ -24,7 +24,8 @@ from PIL import Image
 
 from .convert.base import ConvertOptions
 from .convert.front import convert
-from .loaders.loader import Source, TrainLoader
+from .loaders.batches import Source
+from .loaders.loader import TrainLoader
 from .pixels.transforms import colour_transform, eval_transform, train_transform
 from .sets.synthetic import write_synthetic
 from .sources.folder import FolderSource

@@ -32,8 +32,9 @@ import torch
 from .bench import machine
 from .convert.base import ConvertOptions
 from .convert.front import convert
+from .loaders.batches import Source
 from .loaders.ffcv_loader import BetonSplit, FfcvTrainLoader
-from .loaders.loader import Source, TrainLoader
+from .loaders.loader import TrainLoader
 from .pixels.device_pipeline import DevicePipeline
 from .pixels.device_plan import Planner, Recipe
 from .pixels.transforms import colour_transform, eval_transform, train_transform

@@ -10,7 +10,7 @@ from torch import nn
 
 from .. import collectives
 from ..config import Config, check_runtime, config_hash, derived, save_config
-from ..data.loaders.loader import seed_everything
+from ..data.loaders.seeds import seed_everything
 from ..dist import DistEnv
 from ..tasks import build_task
 from ..tracking.choose import make_tracker

@@ -21,9 +21,10 @@ from torch import Tensor
 
 from .. import collectives
 from ..config import Config, Derived
+from ..data.loaders.batches import TrainBatch
 from ..data.loaders.build import Loaders
-from ..data.loaders.loader import TrainBatch, seed_everything
 from ..data.loaders.plan import sample_position
+from ..data.loaders.seeds import seed_everything
 from ..dist import DistEnv
 from ..progress import progress
 from ..tasks import Task

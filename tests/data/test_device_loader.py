@@ -96,7 +96,7 @@ def test_each_plan_is_drawn_from_its_samples_seed_as_the_loader_path_seeds_its_t
     """The contract with timm's path: sample i's plan is what the planner draws right after
     ``seed_everything(sample_seed(seed, epoch, i))`` (device_plan's tests tie those draws to timm's)."""
     from swat_dist.data.loaders.encoded import mix_seed
-    from swat_dist.data.loaders.loader import sample_seed, seed_everything
+    from swat_dist.data.loaders.seeds import sample_seed, seed_everything
 
     src = _source(sets, "folder")
     loader = _loader(src)

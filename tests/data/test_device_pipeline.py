@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from timm.data.mixup import mixup_target
 
-from swat_dist.data.loaders.loader import sample_seed, seed_everything
+from swat_dist.data.loaders.seeds import sample_seed, seed_everything
 from swat_dist.data.pixels.device_pipeline import DevicePipeline, EncodedBatch, hash_normal
 from swat_dist.data.pixels.device_plan import Mix, Planner, Recipe, SamplePlan
 from swat_dist.data.pixels.transforms import train_transform

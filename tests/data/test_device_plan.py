@@ -19,7 +19,7 @@ from timm.data.mixup import cutmix_bbox_and_lam
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
-from swat_dist.data.loaders.loader import sample_seed, seed_everything
+from swat_dist.data.loaders.seeds import sample_seed, seed_everything
 from swat_dist.data.pixels.device_plan import OpDraw, Planner, Recipe, SamplePlan, resize_groups
 from swat_dist.data.pixels.transforms import train_transform
 

@@ -20,7 +20,7 @@ from swat_dist.data.convert.front import convert
 from swat_dist.data.loaders.build import build_loaders
 from swat_dist.data.loaders.encoded import mix_seed
 from swat_dist.data.loaders.ffcv_loader import BetonSplit, FfcvTrainLoader
-from swat_dist.data.loaders.loader import sample_seed, seed_everything
+from swat_dist.data.loaders.seeds import sample_seed, seed_everything
 from swat_dist.data.pixels.device_pipeline import CroppedBatch, DevicePipeline
 from swat_dist.data.pixels.device_plan import BatchPlan, Planner, Recipe
 from swat_dist.data.pixels.transforms import colour_transform

@@ -105,8 +105,8 @@ def test_each_sample_position_draws_its_own_drop_path_mask_on_cuda():
     draw different stochastic-depth masks, an elastic layout the same ones, a rerun the same ones."""
     from timm.layers import DropPath
 
-    from swat_dist.data.loaders.loader import seed_everything
     from swat_dist.data.loaders.plan import sample_position
+    from swat_dist.data.loaders.seeds import seed_everything
     from swat_dist.train.trainer import step_seed
 
     cuda, x = torch.device("cuda", 0), torch.ones(64, 4, 8, device="cuda")

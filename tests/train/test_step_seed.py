@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from swat_dist.data.loaders import loader
-from swat_dist.data.loaders.loader import device_generator, seed_everything
+from swat_dist.data.loaders import seeds
 from swat_dist.data.loaders.plan import TrainPlan, sample_position
+from swat_dist.data.loaders.seeds import device_generator, seed_everything
 from swat_dist.train.trainer import step_seed
 
 
@@ -62,7 +62,7 @@ def test_a_cuda_step_seeds_the_cuda_generator_of_its_device(monkeypatch):
             self.seeds.append(value)
 
     made: dict[str, Recorder] = {}
-    monkeypatch.setattr(loader, "device_generator", lambda d: made.setdefault(str(d), Recorder()))
+    monkeypatch.setattr(seeds, "device_generator", lambda d: made.setdefault(str(d), Recorder()))
     seed_everything(11, torch.device("cuda", 1))
     seed_everything(12, torch.device("cpu"))  # the CPU generator is seeded anyway: no second call
     assert {k: v.seeds for k, v in made.items()} == {"cuda:1": [11]}

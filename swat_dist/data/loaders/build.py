@@ -11,7 +11,8 @@ from typing import Any
 
 from ...config import DataConfig
 from ..pixels.transforms import DeviceAugment, colour_transform, eval_transform, train_transform
-from .loader import Source, TrainLoader, ValLoader
+from .batches import Source
+from .loader import TrainLoader, ValLoader
 
 
 @dataclass

@@ -40,9 +40,11 @@ from PIL import Image
 
 from ..pixels.ffcv_crop import centre_crop, random_resized_crop, sample_keys
 from ..pixels.transforms import Colour
+from .batches import Batch, TrainBatch
 from .encoded import Planning, mix_seed
-from .loader import Batch, TrainBatch, TrainLoader, ValLoader, sample_seed, seed_everything
+from .loader import TrainLoader, ValLoader
 from .plan import PAD, sample_position, val_batches
+from .seeds import sample_seed, seed_everything
 
 if TYPE_CHECKING:  # loader mode never loads the device pipeline
     from ..pixels.device_pipeline import CroppedBatch

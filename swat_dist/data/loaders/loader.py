@@ -16,172 +16,16 @@ bytes and each sample's augmentation plan, for the device to decode and execute 
 from __future__ import annotations
 
 import multiprocessing
-import random
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Sampler
 
-from .encoded import EncodedSource, Planning, mix_seed, pack, read_sample
-from .plan import (
-    PAD,
-    ShardOrder,
-    TrainPlan,
-    full_permutation,
-    sample_position,
-    shard_group_permutation,
-    val_batches,
-)
-
-if TYPE_CHECKING:  # imported where used: loader mode never loads the device pipeline (torchvision.io, timm ops)
-    from ..pixels.device_pipeline import CroppedBatch, EncodedBatch
-
-Batch = tuple[Tensor, Tensor]
-# what a train loader hands over: uint8 images (loader mode) or bytes + plans (device mode; FFCV's crops +
-# plans), and labels
-TrainBatch = tuple["Tensor | EncodedBatch | CroppedBatch", Tensor]
-Key = tuple[int, list[int], int]  # (epoch, sample ids, the batch's global position in the epoch's order)
-
-
-class Source(Protocol):
-    """Random access to decoded, transformed samples."""
-
-    def __len__(self) -> int: ...
-
-    def load(self, index: int, train: bool) -> tuple[Tensor, Any]:
-        """Sample ``index`` as (uint8 CHW image, label or int16 mask), augmented when ``train``."""
-        ...
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The augmentation seed of one sample in one epoch (independent of worker and rank)."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
-
-
-def device_generator(device: torch.device) -> torch.Generator:
-    """The default generator ``torch.rand(..., device=device)`` draws from (CPU, or that CUDA device's)."""
-    if device.type == "cpu":
-        return torch.default_generator
-    if device.type != "cuda":
-        raise ValueError(f"no default generator known for device {device}")
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return torch.cuda.default_generators[index]
-
-
-def seed_everything(value: int, device: torch.device | None = None) -> None:
-    """Seed the three RNGs transforms draw from (timm uses ``random``, torchvision torch, some numpy), and
-    ``device``'s generator: drop-path, dropout and erasing noise on a GPU draw from the CUDA generator,
-    which starts from the same default seed on every rank."""
-    random.seed(value)
-    np.random.seed(value % 2**32)
-    # Not torch.manual_seed: it would also queue a lazy seeding of every CUDA device that records a
-    # formatted stack trace on every call (3 ms per sample here - a third of the loader's time).
-    torch.default_generator.manual_seed(value)
-    if device is not None and device.type != "cpu":
-        device_generator(device).manual_seed(value)  # one device's generator: no lazy call, no trace
-
-
-class _PlannedDataset(Dataset):
-    """Map-style view whose items are whole batches: key = (epoch, sample ids, position), PAD = padding.
-
-    The epoch travels in the key, not in the dataset, so persistent workers need no update between epochs.
-    With a ``planner`` (training, ``data.augment_on: device``) items are (EncodedBatch, labels).
-    """
-
-    def __init__(self, source: Source, train: bool, seed: int, planner: Planning | None = None) -> None:
-        self.source, self.train, self.seed, self.planner = source, train, seed, planner
-        # a remote source prefetches from where its reader is (WdsSource over s3://): told once per batch
-        self._reading: Callable[[int, int], None] | None = getattr(source, "reading", None)
-
-    def __getitem__(self, key: Key) -> TrainBatch | _Refused:
-        try:
-            if self.planner is not None:
-                return self._encoded(key)
-            return self._batch(key)
-        except ValueError as err:  # a user error (one line): see _Refused
-            if get_worker_info() is None:
-                raise
-            return _Refused(str(err))
-
-    def _tell_reader(self, epoch: int, ids: list[int]) -> None:
-        first = next((i for i in ids if i != PAD), None)
-        if self._reading is not None and first is not None:
-            self._reading(epoch, first)
-
-    def _encoded(self, key: Key) -> tuple[EncodedBatch, Tensor]:
-        """Bytes (or worker-decoded pixels) and the batch's plan; training batches hold no padding."""
-        from ..pixels.device_pipeline import EncodedBatch
-
-        epoch, ids, position = key
-        assert self.planner is not None
-        self._tell_reader(epoch, ids)
-        source = cast(EncodedSource, self.source)  # TrainLoader checked it has load_encoded
-        jpegs: list[bytes] = []
-        decoded: dict[int, Tensor] = {}
-        plans: list[Any] = []
-        labels: list[int] = []
-        for at, i in enumerate(ids):
-            jpeg, pixels, (width, height), label = read_sample(source, i)
-            seed_everything(sample_seed(self.seed, epoch, i))  # the state timm's transform starts from
-            plans.append(self.planner.sample(width, height))
-            jpegs.append(jpeg)
-            labels.append(label)
-            if pixels is not None:
-                decoded[at] = pixels
-        plan = self.planner.batch(plans, mix_seed(self.seed, epoch, position))
-        batch = EncodedBatch(jpegs=pack(jpegs), decoded=decoded, plan=plan)
-        return batch, torch.tensor(labels, dtype=torch.int64)
-
-    def _batch(self, key: Key) -> Batch:
-        epoch, ids, _ = key
-        self._tell_reader(epoch, ids)
-        images: list[Tensor | None] = []
-        targets: list[Any] = []  # class labels (int), or masks (Tensor) for segmentation
-        for i in ids:
-            if i == PAD:
-                images.append(None)
-                targets.append(None)
-                continue
-            if self.train:
-                seed_everything(sample_seed(self.seed, epoch, i))
-            img, target = self.source.load(i, self.train)
-            images.append(img)
-            targets.append(target)
-        real = next((k for k, im in enumerate(images) if im is not None), None)
-        # an all-padding batch takes its shapes from the source's first sample
-        like_image, like_target = self.source.load(0, False) if real is None else (images[real], targets[real])
-        assert like_image is not None
-        stacked = torch.stack([im if im is not None else torch.zeros_like(like_image) for im in images])
-        return stacked, _stack_targets(targets, like_target)
-
-    def __len__(self) -> int:  # never used for sampling: the batch sampler drives it
-        return len(self.source)
-
-
-class _Refused:
-    """A one-line ``ValueError`` met in a loader worker (a damaged shard, a deleted object), carried to the
-    consumer as a value and raised there as it was: torch would re-raise it with the worker's traceback
-    pasted into the message, and the user would see a traceback instead of the line naming the file."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-
-def _raising(batches: Iterable[Any]) -> Iterator[Any]:
-    for batch in batches:
-        if isinstance(batch, _Refused):
-            raise ValueError(batch.message)
-        yield batch
-
-
-def _stack_targets(targets: list[Any], like: Any) -> Tensor:
-    """Labels -> int64 (B,), padding -1; masks -> (B, H, W), a padding sample's mask all -1 (never scored)."""
-    if isinstance(like, Tensor):
-        return torch.stack([t if t is not None else torch.full_like(like, PAD) for t in targets])
-    return torch.tensor([t if t is not None else PAD for t in targets], dtype=torch.int64)
+from .batches import Batch, Key, PlannedDataset, Source, TrainBatch, raising
+from .encoded import Planning
+from .plan import ShardOrder, TrainPlan, full_permutation, sample_position, shard_group_permutation, val_batches
 
 
 class _BatchList(Sampler[Key]):
@@ -198,7 +42,7 @@ class _BatchList(Sampler[Key]):
         return len(self.batches()[1])
 
 
-def _data_loader(dataset: _PlannedDataset, sampler: _BatchList, workers: int) -> DataLoader:
+def _data_loader(dataset: PlannedDataset, sampler: _BatchList, workers: int) -> DataLoader:
     # batch_size=None: each dataset item is already a batch; workers > 0 keep the plan's order.
     # Fork explicitly where it exists (PyTorch's own default on Linux): a launcher may have made "spawn"
     # the process default (torch.multiprocessing.spawn does in its children), and spawned workers
@@ -245,7 +89,7 @@ class TrainLoader:
         follow = getattr(source, "follow", None)
         if follow is not None and shard_sizes is not None:  # before the workers fork: they inherit it
             follow(ShardOrder(len(shard_sizes), seed))
-        self._dataset = _PlannedDataset(source, train=True, seed=seed, planner=planner)
+        self._dataset = PlannedDataset(source, train=True, seed=seed, planner=planner)
         self._loader = _data_loader(self._dataset, _BatchList(self._remaining), workers)
 
     def _init_plan(
@@ -281,7 +125,7 @@ class TrainLoader:
         return self.epoch, plan.batches(self.step), positions
 
     def __iter__(self) -> Iterator[TrainBatch]:
-        for batch in _raising(self._loader):
+        for batch in raising(self._loader):
             self.step += 1  # counted when handed over, so a checkpoint after this batch skips it
             yield batch
         self.epoch, self.step = self.epoch + 1, 0
@@ -316,13 +160,13 @@ class ValLoader:
         self.num_samples = len(source)
         self._batches = val_batches(self.num_samples, world_size, rank, batch_size)
         keys = _BatchList(lambda: (0, self._batches, [0] * len(self._batches)))
-        self._loader = _data_loader(_PlannedDataset(source, False, 0), keys, workers)
+        self._loader = _data_loader(PlannedDataset(source, False, 0), keys, workers)
 
     def __len__(self) -> int:
         return len(self._batches)
 
     def __iter__(self) -> Iterator[Batch]:
-        return _raising(self._loader)
+        return raising(self._loader)
 
     def close(self) -> None:
         """Stop the persistent workers now (otherwise at garbage collection)."""

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from ...config import DataConfig, SegConfig
 from ..pixels.seg_pipeline import SegTrain, SegVal
+from .batches import Source
 from .build import Loaders
-from .loader import Source, TrainLoader, ValLoader
+from .loader import TrainLoader, ValLoader
 
 
 def _reduce_zero_label(data: DataConfig, seg: SegConfig) -> bool:
