@@ -48,6 +48,7 @@ from .config_tree import (  # the tree, re-exported: callers import it from here
 )
 from .config_types import ConfigError, check_keys, merge, parse_yaml, to_plain
 from .files import atomic_write
+from .redact import redact_tree
 
 __all__ = [
     "DEEPSPEED_REFUSED",
@@ -238,10 +239,8 @@ def derived(cfg: Config, world_size: int) -> Derived:
 
 def config_hash(cfg: Config) -> str:
     """First 12 hex digits of the sha256 of the tree's canonical JSON (sorted keys, no spaces), credentials
-    replaced by ``***`` first (tracking/redact.py's rules): a password is no part of what a run is, and a run
+    replaced by ``***`` first (:mod:`.redact`'s rules): a password is no part of what a run is, and a run
     resumed from its saved config.yaml (which holds ``***``) must keep the hash it started with."""
-    from .tracking.redact import redact_tree  # re and typing only: tracking's package imports nothing heavy
-
     text = json.dumps(redact_tree(to_dict(cfg)), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -29,7 +29,7 @@ from swat_dist.config import (
 from swat_dist.config_cli import add_config_parser
 from swat_dist.config_timm import DIRECT, IGNORED, KNOWN, NEWER_DEFAULTS, ONLY_DEFAULT, SPECIAL, TIMM_DEFAULTS
 from swat_dist.config_types import leaf_paths
-from swat_dist.tracking.redact import redact_tree
+from swat_dist.redact import redact_tree
 
 SYN = "data.format=synthetic"
 

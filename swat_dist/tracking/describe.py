@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..config import Config, config_hash, to_dict
 from ..dist import DistEnv
-from .redact import REDACTED, redact, redact_text
+from ..redact import REDACTED, redact, redact_text
 from .system import node_id
 
 DEFAULT_EXPERIMENT = "swat_dist"

@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .redact import redact_text
+from ..redact import redact_text
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 SHORT_ERROR_CHARS = 200  # of an error's text in a warning (an MLflow connection error is ~370)

@@ -21,9 +21,9 @@ import yaml
 from ..config import Config, to_dict
 from ..dist import DistEnv
 from ..files import atomic_write
+from ..redact import redact, redact_text, redact_tree
 from .base import metric_values
 from .describe import check_uri, experiment_name, param_value, run_params, run_tags, tracking_uri, ui_command
-from .redact import redact, redact_text, redact_tree
 from .sender import Item, Sender, note, warn
 from .system import SYSTEM_STEP, NodeMonitor, node_id
 

@@ -12,9 +12,9 @@ from .. import collectives
 from ..config import Config, check_runtime, config_hash, derived, save_config
 from ..data.loaders.seeds import seed_everything
 from ..dist import DistEnv
+from ..redact import redact_tree
 from ..tasks import build_task
 from ..tracking.choose import make_tracker
-from ..tracking.redact import redact_tree
 from . import cuda_math, elastic, failure, run_lock
 from .checkpoint import CheckpointManager, resume_point
 from .checkpoint_paths import read_meta, tag_for
@@ -117,7 +117,7 @@ def _run(cfg: Config, env: DistEnv, device: Any, phase: failure.Start) -> dict[s
     if done is not None:
         return done
     if env.is_main:
-        save_config(cfg, run_dir, redact=redact_tree)  # no credentials in the run folder (tracking/redact.py)
+        save_config(cfg, run_dir, redact=redact_tree)  # no credentials in the run folder (swat_dist/redact.py)
     seed_everything(cfg.seed)  # the same initial weights on every rank and in every run of this config
     spec = spec_for(cfg)
     model = spec.build_model(cfg, env)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from swat_dist.config import load_config
+from swat_dist.redact import REDACTED, redact, redact_text, redact_tree, secret_key
 from swat_dist.tracking.describe import flatten, run_params
-from swat_dist.tracking.redact import REDACTED, redact, redact_text, redact_tree, secret_key
 
 
 @pytest.mark.parametrize(

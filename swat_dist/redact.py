@@ -1,4 +1,4 @@
-"""Keep credentials out of MLflow: params, tags and uploaded text are redacted before they leave the process.
+"""Keep credentials out of run folders and MLflow: config files, params, tags and uploaded text are redacted.
 
 Two rules. A *key* whose last word names a secret (``hf_token``, ``api_key``, ``db_password``,
 ``client_secret``) has its string value replaced; a *value* that embeds credentials (``user:pass@`` in a
