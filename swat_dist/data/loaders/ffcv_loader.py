@@ -152,7 +152,10 @@ class FfcvTrainLoader(TrainLoader):
             seed_everything(sample_seed(self.seed, epoch, i))
             plans.append(self._planner.cropped())
         position = sample_position(self.step, self.world_size, self.rank, self.batch_size)
-        return CroppedBatch(images, self._planner.batch(plans, mix_seed(self.seed, epoch, position)))
+        plan = self._planner.batch(plans, mix_seed(self.seed, epoch, position))
+        # page-locked, as the images are (host_batch): a copy from pageable memory to a GPU waits for the
+        # stream first - a host sync per plan tensor. (DataLoader's pin thread does this for EncodedBatch.)
+        return CroppedBatch(images, plan.pin_memory() if torch.cuda.is_available() else plan)
 
     def __iter__(self) -> Iterator[TrainBatch]:
         epoch, planned = self.epoch, self.plan().batches(self.step)
@@ -166,7 +169,7 @@ class FfcvTrainLoader(TrainLoader):
                     x = torch.from_numpy(images)  # a fresh array (ffcv._CropStage), not a reused buffer
                     out = self._planned(x, ids, epoch) if self._planner is not None else x
                     self.step += 1  # counted when handed over, as in TrainLoader
-                    yield out, torch.from_numpy(labels.astype(np.int64))  # a copy of FFCV's reused buffer
+                    yield out, _labels(labels)
             finally:
                 stream.close()  # stops FFCV's thread if we stopped early
         self.epoch, self.step = self.epoch + 1, 0
@@ -199,7 +202,7 @@ class FfcvValLoader(ValLoader):
         try:
             for ids, (images, labels) in zip(self._batches, stream, strict=True):
                 x = torch.from_numpy(images)
-                y = torch.from_numpy(labels.astype(np.int64))  # a copy: labels are FFCV's reused buffer
+                y = _labels(labels)
                 pad = torch.from_numpy(ids == PAD)
                 x[pad], y[pad] = 0, -1
                 yield x, y
@@ -227,6 +230,13 @@ def _colour_chunk(task: tuple[Colour | None, int, int, np.ndarray, np.ndarray]) 
         seed_everything(sample_seed(seed, epoch, i))
         images[k] = np.asarray(colour(Image.fromarray(images[k].transpose(1, 2, 0)))).transpose(2, 0, 1)
     return images
+
+
+def _labels(labels: np.ndarray) -> torch.Tensor:
+    """int64 labels in memory of their own (FFCV reuses its buffer), page-locked where a GPU will copy them
+    (from pageable memory the copy would wait for the stream first)."""
+    y = torch.from_numpy(labels.astype(np.int64))
+    return y.pin_memory() if torch.cuda.is_available() else y
 
 
 def _centre_params(ids: np.ndarray, heights: np.ndarray, widths: np.ndarray, size: int, crop_pct: float) -> np.ndarray:
