@@ -41,7 +41,9 @@ def test_array_sweep_preempted_element_resumes_alone_parent_and_two_children(slu
     server.start()
     try:
         sweep = tmp_path / "sw"
-        args = [o for o in overrides(sweep) if not o.startswith("seed=")]
+        # 6 blocks, not tiny.py's 1: one process runs 1 block at ~30 steps/s (OMP_WAIT_POLICY=PASSIVE), all 40
+        # steps in ~1.3 s - done before the USR2 sent at step 5 arrived (CI, 2026-12-07); 6 blocks take ~6 s
+        args = [o for o in overrides(sweep, "model.kwargs={depth: 6}") if not o.startswith("seed=")]
         args += ["tracking.backend=mlflow", f"tracking.uri={server.uri}", "tracking.system_metrics=false",
                  "tracking.experiment=sweep_test"]  # fmt: skip
         rc: list[int] = []

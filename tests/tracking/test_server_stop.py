@@ -58,6 +58,10 @@ def _wait_healthy(proc: subprocess.Popen, port: int, log: Path, timeout_s: float
     raise TimeoutError(f"mlflow server did not answer /health in {timeout_s} s")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _kill_all(started: dict[int, str], groups: set[int]) -> None:
     for group in groups:
         with contextlib.suppress(OSError):
@@ -74,8 +78,11 @@ def test_a_stop_signal_stops_the_server_and_every_process_it_started(tmp_path, s
     cmd = [sys.executable, "-m", "swat_dist", "tracking-server", "--port", str(port),
            "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
            "--artifacts-destination", str(tmp_path / "artifacts")]  # fmt: skip
-    # its own session: whatever it leaves behind is never in pytest's process group
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    # its own session: whatever it leaves behind is never in pytest's process group. SIGINT as a terminal
+    # gives it: a suite started in the background by a non-interactive shell (`cmd &`) inherits SIGINT
+    # ignored, and the server rightly keeps an ignored signal ignored (tracking/server.py)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_default_sigint)  # fmt: skip
     started: dict[int, str] = {}
     groups = {proc.pid}
     try:
