@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from functools import partial
 from multiprocessing.pool import Pool
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from .seeds import sample_seed, seed_everything
 
 if TYPE_CHECKING:  # loader mode never loads the device pipeline
     from ..pixels.device_pipeline import CroppedBatch
+    from ..pixels.device_plan import BatchPlan
 
 
 class BetonSplit:
@@ -152,10 +153,8 @@ class FfcvTrainLoader(TrainLoader):
             seed_everything(sample_seed(self.seed, epoch, i))
             plans.append(self._planner.cropped())
         position = sample_position(self.step, self.world_size, self.rank, self.batch_size)
-        plan = self._planner.batch(plans, mix_seed(self.seed, epoch, position))
-        # page-locked, as the images are (host_batch): a copy from pageable memory to a GPU waits for the
-        # stream first - a host sync per plan tensor. (DataLoader's pin thread does this for EncodedBatch.)
-        return CroppedBatch(images, plan.pin_memory() if torch.cuda.is_available() else plan)
+        # the images are page-locked already (host_batch); DataLoader's pin thread does this for EncodedBatch
+        return CroppedBatch(images, _host(self._planner.batch(plans, mix_seed(self.seed, epoch, position))))
 
     def __iter__(self) -> Iterator[TrainBatch]:
         epoch, planned = self.epoch, self.plan().batches(self.step)
@@ -233,10 +232,17 @@ def _colour_chunk(task: tuple[Colour | None, int, int, np.ndarray, np.ndarray]) 
 
 
 def _labels(labels: np.ndarray) -> torch.Tensor:
-    """int64 labels in memory of their own (FFCV reuses its buffer), page-locked where a GPU will copy them
-    (from pageable memory the copy would wait for the stream first)."""
-    y = torch.from_numpy(labels.astype(np.int64))
-    return y.pin_memory() if torch.cuda.is_available() else y
+    """int64 labels in memory of their own (FFCV reuses its buffer), page-locked where a GPU will copy them."""
+    return _host(torch.from_numpy(labels.astype(np.int64)))
+
+
+_Pinnable = TypeVar("_Pinnable", torch.Tensor, "BatchPlan")
+
+
+def _host(x: _Pinnable) -> _Pinnable:
+    """``x`` page-locked where a GPU will copy it: from pageable memory each copy to a GPU waits for the
+    stream first (a host sync per tensor)."""
+    return x.pin_memory() if torch.cuda.is_available() else x
 
 
 def _centre_params(ids: np.ndarray, heights: np.ndarray, widths: np.ndarray, size: int, crop_pct: float) -> np.ndarray:

@@ -62,11 +62,8 @@ class CroppedBatch:
     """What FFCV's device mode hands over: uint8 (B, 3, S, S) crops FFCV decoded, cropped, resized and flipped
     in its threads, and the batch's plan for the rest (:meth:`.device_plan.Planner.cropped`)."""
 
-    images: Tensor
+    images: Tensor  # page-locked where a GPU will copy it (FFCV's host_batch), as the loader pins the plan
     plan: BatchPlan
-
-    def pin_memory(self) -> CroppedBatch:
-        return replace(self, images=self.images.pin_memory(), plan=self.plan.pin_memory())
 
 
 def _mul32(h: Tensor, c: int) -> Tensor:
