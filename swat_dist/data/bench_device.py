@@ -82,7 +82,6 @@ def _device_rate(loader: TrainLoader, recipe: Recipe, batches: int) -> float:
         made.append((batch, labels))
         if len(made) == batches + 1:
             break
-    loader.close()
     pipeline(*made[0], cpu)  # first call: allocations, lazy imports
     start, images = time.perf_counter(), 0
     for enc, y in made[1:]:
@@ -143,12 +142,12 @@ def run_device(
         for _ in range(rounds):
             for mode, loader in loaders.items():
                 rates[mode].append(_rate(loader, timed_epochs))
-        for loader in loaders.values():
-            loader.close()
         ratio = median(d / w for d, w in zip(rates["device"], rates["loader"]))
         rows[name] = dict(loader=median(rates["loader"]), device=median(rates["device"]), ratio=ratio)
-        if name in ("wds", "ffcv"):
-            device[name] = _device_rate(make["device"](), _recipe(crop), device_batches)
+        if name in ("wds", "ffcv"):  # from the warm loader: a new FFCV one would compile its pipeline again
+            device[name] = _device_rate(loaders["device"], _recipe(crop), device_batches)
+        for loader in loaders.values():
+            loader.close()
     return rows, device
 
 
